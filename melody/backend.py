@@ -1,0 +1,67 @@
+"""Import Keras/TensorFlow only when needed, and without their start-up noise."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+
+
+def quiet_tensorflow() -> None:
+    """Silence TensorFlow's C++ and Python start-up logs (call before importing it)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+
+@contextlib.contextmanager
+def _stderr_muted():
+    """Send file descriptor 2 to a temporary file; replay it if the import fails.
+
+    TensorFlow's native code logs before any Python setting can stop it.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            sink.seek(0)
+            sys.stderr.write(sink.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def keras():
+    """The keras module, imported quietly."""
+    quiet_tensorflow()
+    import logging
+
+    if "keras" not in sys.modules:
+        with _stderr_muted():
+            import tensorflow  # noqa: F401  (its native start-up logs go here)
+            import keras  # noqa: F401
+    import keras as _keras
+
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    try:
+        import absl.logging
+
+        absl.logging.set_verbosity(absl.logging.ERROR)
+    except ImportError:
+        pass
+    return _keras
+
+
+def tensorflow():
+    """The tensorflow module, imported quietly."""
+    keras()
+    import tensorflow as tf
+
+    tf.get_logger().setLevel("ERROR")
+    return tf

@@ -1,0 +1,277 @@
+"""The command line: parse and check flags, run one command, print its result.
+
+Each command's work lives in the module named for its role; this file only
+knows the flags. A handler returns ``(result_dict, summary_text)``: the summary
+goes to stdout (stderr with ``--json``), the dict to stdout as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from melody import __version__
+
+
+class UsageError(Exception):
+    """A problem with what the user asked for: one line, exit code 2."""
+
+
+# -- flag types: each error names the allowed values and what was given ------
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}")
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A number in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}")
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in range [0, 1), got {text}")
+    return value
+
+
+def probability(text: str) -> float:
+    """A number in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}")
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in range (0, 1], got {text}")
+    return value
+
+
+def midi_pitch(text: str) -> int:
+    """A MIDI note number 0..127 or a name such as C4, F#3, Bb5 (C4 = 60)."""
+    try:
+        value = int(text)
+    except ValueError:
+        import re
+
+        m = re.fullmatch(r"([A-Ga-g])([#b]?)(-?\d)", text.strip())
+        if not m:
+            raise argparse.ArgumentTypeError(
+                f"must be a MIDI note 0..127 or a name such as C4 or F#3, got {text!r}"
+            )
+        base = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}[m[1].upper()]
+        value = base + {"": 0, "#": 1, "b": -1}[m[2]] + 12 * (int(m[3]) + 1)
+    if not 0 <= value <= 127:
+        raise argparse.ArgumentTypeError(f"must be in range 0..127, got {value}")
+    return value
+
+
+def key_name(text: str) -> str:
+    from melody.notes import Key
+
+    try:
+        return Key.parse(text).name
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e))
+
+
+def program_number(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a General MIDI program 0..127, got {text!r}")
+    if not 0 <= value <= 127:
+        raise argparse.ArgumentTypeError(f"must be in range 0..127, got {value}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (usage is one ``--help`` away)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _formatter(prog):
+    return argparse.ArgumentDefaultsHelpFormatter(prog, max_help_position=32)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="melody",
+        description="Learn melodies from MIDI collections with a GRU and write new ones.",
+        formatter_class=_formatter,
+    )
+    parser.add_argument("--version", action="version", version=f"melody {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    def command(name, help_text):
+        p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=_formatter)
+        return p
+
+    def add_json(p):
+        p.add_argument("--json", action="store_true",
+                       help="print one JSON object on stdout (the summary goes to stderr)")
+
+    # prepare ------------------------------------------------------------------
+    p = command("prepare", "Turn music files into a token dataset (built-in folk corpus by default).")
+    p.add_argument("sources", nargs="*", metavar="SOURCES",
+                   help="files or folders (searched recursively) of .mid .midi .kar "
+                        ".xml .musicxml .mxl .abc .krn; none: the built-in folk corpus")
+    p.add_argument("--out", default=None,
+                   help="dataset folder (default: datasets/folk for the built-in corpus, "
+                        "else datasets/NAME of the first source)")
+    p.add_argument("--jobs", type=positive_int, default=None,
+                   help="parallel worker processes (default: all cores)")
+    p.add_argument("--val-fraction", type=fraction, default=0.1,
+                   help="share of pieces held out for validation")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the train/validation split")
+    p.add_argument("--timeout", type=positive_float, default=30.0,
+                   help="seconds allowed to read one file before it is skipped")
+    add_json(p)
+
+    # train --------------------------------------------------------------------
+    p = command("train", "Train a GRU on a prepared dataset or a folder of music files.")
+    p.add_argument("--data", default="datasets/folk",
+                   help="prepared dataset folder, or music files folder (prepared on the fly)")
+    p.add_argument("--out", default=None, help="model folder (default: models/NAME-of-data)")
+    p.add_argument("--epochs", type=positive_int, default=20, help="maximum number of epochs")
+    p.add_argument("--units", type=positive_int, default=320, help="GRU units per layer")
+    p.add_argument("--layers", type=positive_int, default=2, help="number of GRU layers")
+    p.add_argument("--embedding", type=positive_int, default=96, help="token embedding size")
+    p.add_argument("--dropout", type=fraction, default=0.2, help="dropout after each GRU layer")
+    p.add_argument("--seq-len", type=positive_int, default=128, help="tokens per training window")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="windows per batch")
+    p.add_argument("--learning-rate", type=positive_float, default=2e-3, help="Adam learning rate")
+    p.add_argument("--patience", type=positive_int, default=4,
+                   help="epochs without validation improvement before stopping")
+    p.add_argument("--steps-per-epoch", type=positive_int, default=None,
+                   help="batches per epoch (default: one pass over the training tokens)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run saved in --out from its last checkpoint")
+    p.add_argument("--strategy", choices=("default", "mirrored", "multi-worker"), default="default",
+                   help="tf.distribute strategy: mirrored = all local GPUs; "
+                        "multi-worker = machines listed in TF_CONFIG")
+    p.add_argument("--reset-after", choices=("true", "false"), default="true",
+                   help="GRU variant: true runs on cuDNN; false is the textbook cell")
+    add_json(p)
+
+    # generate -------------------------------------------------------------------
+    p = command("generate", "Write new melodies (the built-in pretrained model by default).")
+    p.add_argument("--model", default=None, help="model folder (default: the shipped pretrained model)")
+    p.add_argument("-n", "--count", type=positive_int, default=4, dest="n",
+                   help="number of melodies, sampled together")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--notes", type=positive_int, default=None,
+                        help="stop after this many notes (default: 64, or the melody's own end)")
+    length.add_argument("--bars", type=positive_int, default=None,
+                        help="length in bars (ends on a bar line)")
+    p.add_argument("--temperature", type=positive_float, default=1.0,
+                   help="sampling temperature (> 0; lower is safer, higher is wilder)")
+    p.add_argument("--top-k", type=positive_int, default=None, help="sample among the K most likely tokens")
+    p.add_argument("--top-p", type=probability, default=None,
+                   help="nucleus sampling: the smallest set of tokens with this total probability")
+    p.add_argument("--seed", type=non_negative_int, default=None,
+                   help="random seed (default: a fresh one, written to the sidecar)")
+    p.add_argument("--primer", default=None, help="music file whose melody the new ones continue")
+    p.add_argument("--key", type=key_name, default=None, help="key such as D, F#m or 'Bb minor'")
+    p.add_argument("--lowest", type=midi_pitch, default=None, help="lowest pitch allowed (e.g. 55 or G3)")
+    p.add_argument("--highest", type=midi_pitch, default=None, help="highest pitch allowed (e.g. 84 or C6)")
+    p.add_argument("--tempo", type=positive_float, default=None, help="tempo in BPM (default: 120)")
+    p.add_argument("--program", type=program_number, default=None,
+                   help="General MIDI program 0..127 (default: 0, piano)")
+    p.add_argument("--out", default="generated", help="output folder")
+    p.add_argument("--name", default=None, help="file name stem (default: melody-SEED-I)")
+    p.add_argument("--wav", action="store_true", help="also write a WAV")
+    p.add_argument("--png", action="store_true", help="also draw a piano roll")
+    p.add_argument("--musicxml", action="store_true", help="also write a MusicXML score")
+    p.add_argument("--check-originality", action="store_true",
+                   help="flag melodies that copy the training set more than human melodies do")
+    add_json(p)
+
+    # evaluate -------------------------------------------------------------------
+    p = command("evaluate", "Measure how well a model predicts music, against an n-gram baseline.")
+    p.add_argument("--model", default=None, help="model folder (default: the shipped pretrained model)")
+    p.add_argument("--data", nargs="+", default=None,
+                   help="prepared dataset (validation split) or music files/folders "
+                        "(default: the model's own dataset, else datasets/folk)")
+    p.add_argument("--samples", type=non_negative_int, default=100,
+                   help="melodies to generate for the musicality statistics (0: skip them)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed")
+    p.add_argument("--png", default=None, help="draw the statistics into this PNG file")
+    add_json(p)
+
+    # render ---------------------------------------------------------------------
+    p = command("render", "Make WAV, piano-roll PNG and MusicXML from MIDI files.")
+    p.add_argument("files", nargs="+", metavar="FILES", help="MIDI files")
+    p.add_argument("--wav", action="store_true", help="write a WAV")
+    p.add_argument("--png", action="store_true", help="draw a piano roll")
+    p.add_argument("--musicxml", action="store_true", help="write a MusicXML score")
+    p.add_argument("--soundfont", default=None,
+                   help="SoundFont (.sf2) for FluidSynth (default: General MIDI from pretty_midi)")
+    p.add_argument("--out", default=None, help="output folder (default: beside each file)")
+    add_json(p)
+    return parser
+
+
+def _handler(command: str):
+    if command == "prepare":
+        from melody.data import run_prepare as handler
+    elif command == "train":
+        from melody.train import run_train as handler
+    elif command == "generate":
+        from melody.generate import run_generate as handler
+    elif command == "evaluate":
+        from melody.evaluate import run_evaluate as handler
+    else:
+        from melody.render import run_render as handler
+    return handler
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    prog = f"melody {args.command}"
+    try:
+        result, summary = _handler(args.command)(args)
+    except UsageError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except OSError as e:  # disk full, read-only folder, ...
+        where = f": {e.filename}" if getattr(e, "filename", None) else ""
+        print(f"{prog}: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 1
+    if summary:
+        print(summary, file=sys.stderr if args.json else sys.stdout)
+    if args.json:
+        print(json.dumps(result))
+    return 0
