@@ -44,7 +44,8 @@ def keras():
 
     if "keras" not in sys.modules:
         with _stderr_muted():
-            import tensorflow  # noqa: F401  (its native start-up logs go here)
+            if os.environ["KERAS_BACKEND"] == "tensorflow":
+                import tensorflow  # noqa: F401  (its native start-up logs go here)
             import keras  # noqa: F401
     import keras as _keras
 

@@ -8,6 +8,7 @@ goes to stdout (stderr with ``--json``), the dict to stdout as JSON.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 
@@ -229,13 +230,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     # render ---------------------------------------------------------------------
     p = command("render", "Make WAV, piano-roll PNG and MusicXML from MIDI files.")
-    p.add_argument("files", nargs="+", metavar="FILES", help="MIDI files")
-    p.add_argument("--wav", action="store_true", help="write a WAV")
-    p.add_argument("--png", action="store_true", help="draw a piano roll")
-    p.add_argument("--musicxml", action="store_true", help="write a MusicXML score")
-    p.add_argument("--soundfont", default=None,
-                   help="SoundFont (.sf2) for FluidSynth (default: General MIDI from pretty_midi)")
-    p.add_argument("--out", default=None, help="output folder (default: beside each file)")
+    p.epilog = ("Without --wav/--png/--musicxml all three are written. Outputs are named after "
+                "each file (NAME.wav, NAME.png, NAME.musicxml) and never overwrite: NAME-2.* "
+                "and so on. A file that cannot be read is named on stderr with the reason and "
+                "the others are still rendered; the exit code is then 1 (2 when no file could "
+                "be rendered).")
+    p.add_argument("files", nargs="+", metavar="FILES", help="MIDI files (any tracks, drums included)")
+    p.add_argument("--wav", action="store_true",
+                   help="write a 44.1 kHz 16-bit WAV (FluidSynth when installed, "
+                        "else a built-in synthesiser; the summary says which)")
+    p.add_argument("--png", action="store_true", help="draw a 1600x600 piano roll")
+    p.add_argument("--musicxml", action="store_true",
+                   help="write a MusicXML score (quantised to sixteenths and triplets)")
+    p.add_argument("--soundfont", default=None, metavar="SF2",
+                   help="SoundFont for FluidSynth (default: the General MIDI TimGM6mb.sf2 "
+                        "that pretty_midi ships)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="output folder (default: beside each file)")
     add_json(p)
     return parser
 
@@ -259,7 +270,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     prog = f"melody {args.command}"
     try:
-        result, summary = _handler(args.command)(args)
+        # Libraries that print (pyfluidsynth does when $CI is set) must not corrupt --json.
+        with contextlib.redirect_stdout(sys.stderr):
+            result, summary = _handler(args.command)(args)
     except UsageError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
@@ -274,4 +287,4 @@ def main(argv=None) -> int:
         print(summary, file=sys.stderr if args.json else sys.stdout)
     if args.json:
         print(json.dumps(result))
-    return 0
+    return 1 if result.get("errors") else 0  # some inputs failed (each named on stderr)
