@@ -1,0 +1,225 @@
+"""`melody prepare`: every file accounted for, isolation, cache, dedupe, split."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from melody import data, midi_io
+from melody.cli import main
+from melody.notes import Melody
+
+TUNE_A = [60, 62, 64, 65, 67, 65, 64, 62, 60, 67]
+TUNE_B = [72, 71, 69, 67, 65, 64, 62, 60, 62, 64]
+TUNE_C = [55, 57, 59, 60, 62, 64, 62, 60, 59, 55]
+
+
+def midi(pitches, step=12) -> bytes:
+    n = len(pitches)
+    return midi_io.midi_bytes(Melody(pitches, np.arange(n) * step, [step] * n))
+
+
+def write(path, content: bytes):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    return path
+
+
+def prepare_cli(capsys, *argv) -> dict:
+    assert main(["prepare", *map(str, argv), "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def manifest(folder) -> dict:
+    return json.loads((folder / "manifest.json").read_text())
+
+
+@pytest.fixture
+def collection(tmp_path):
+    """Nested folders, upper-case suffixes, a text file, a broken file, a
+    transposed duplicate and a symlink loop."""
+    root = tmp_path / "songs"
+    write(root / "a" / "one.mid", midi(TUNE_A))
+    write(root / "a" / "broken.mid", b"MThd\x00\x00\x00\x06\x00\x01\x00\x01\x01\xe0MTrk\xff")
+    write(root / "a" / "notes.txt", b"not music")
+    write(root / "a" / "b" / "TWO.MID", midi(TUNE_B))
+    write(root / "a" / "b" / "dup.midi", midi([p + 5 for p in TUNE_A]))
+    write(root / "c" / "Three.Kar", midi(TUNE_C))
+    os.symlink(root / "a", root / "a" / "b" / "loop")
+    return root
+
+
+def test_prepare_accounts_for_every_file(collection, tmp_path, capsys):
+    out = tmp_path / "ds"
+    result = prepare_cli(capsys, collection, "--out", out, "--jobs", "2")
+    for key in ("dataset", "files", "ok", "skipped", "notes", "tokens", "train_pieces",
+                "val_pieces", "duplicates", "ignored", "seconds"):
+        assert key in result
+    m = manifest(out)
+    files = {os.path.relpath(f["path"], collection): f for f in m["files"]}
+    assert sorted(files) == ["a/b/TWO.MID", "a/b/dup.midi", "a/broken.mid", "a/one.mid",
+                             "c/Three.Kar"]
+    assert result["files"] == 5 and result["ignored"] == 1
+    assert files["a/broken.mid"]["status"] == "skipped"
+    assert files["a/broken.mid"]["reason"] in midi_io.REASONS
+    dup = files["a/b/dup.midi"]
+    assert (dup["status"], dup["reason"]) == ("skipped", "duplicate")
+    assert dup["duplicate_of"] == "songs/a/one.mid"
+    assert result["skipped"] == {files["a/broken.mid"]["reason"]: 1, "duplicate": 1}
+    assert result["ok"] == 3 and result["duplicates"] == 1
+    assert all(files[name]["notes"] == 10 for name in ("a/one.mid", "a/b/TWO.MID", "c/Three.Kar"))
+
+    splits = {p["id"]: p["split"] for p in m["pieces"] if p.get("split")}
+    assert sorted(splits.values()).count("val") == result["val_pieces"] >= 1
+    assert result["train_pieces"] + result["val_pieces"] == 3
+    dataset = data.load_dataset(out)
+    for name in data.SPLITS:
+        split = dataset.split(name)
+        assert len(split) == result[f"{name}_pieces"]
+        for piece in split.pieces():
+            assert dataset.tokenizer.is_valid(piece)
+    assert sum(int(dataset.split(s).offsets[-1]) for s in data.SPLITS) == result["tokens"]
+
+
+def test_split_is_by_piece_and_deterministic_for_a_seed():
+    ids = [f"tune-{i}" for i in range(200)]
+    first = data.split_pieces(ids, 0.1, seed=3)
+    assert first == data.split_pieces(list(reversed(ids)), 0.1, seed=3)
+    assert list(first.values()).count("val") == 20
+    assert first != data.split_pieces(ids, 0.1, seed=4)
+    # adding pieces moves none of the others
+    more = data.split_pieces(ids + ["new-1", "new-2"], 0.1, seed=3)
+    assert sum(more[i] != first[i] for i in ids) <= 2
+    assert list(data.split_pieces(["x", "y"], 0.1, seed=0).values()).count("val") == 1
+
+
+def test_same_seed_same_dataset(collection, tmp_path, capsys):
+    prepare_cli(capsys, collection, "--out", tmp_path / "one", "--seed", "7")
+    prepare_cli(capsys, collection, "--out", tmp_path / "two", "--seed", "7")
+    for name in ("train.tokens.npy", "val.tokens.npy", "train.offsets.npy"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+
+
+def test_second_run_reads_nothing_and_a_changed_file_is_read_again(collection, tmp_path, capsys):
+    out = tmp_path / "ds"
+    first = prepare_cli(capsys, collection, "--out", out)
+    assert first["parsed"] == 5 and first["cached"] == 0
+    before = (out / "manifest.json").read_bytes()
+    second = prepare_cli(capsys, collection, "--out", out)
+    assert second["parsed"] == 0 and second["cached"] == 5
+    assert (out / "manifest.json").read_bytes() == before
+    write(collection / "c" / "Three.Kar", midi(TUNE_C[::-1]))
+    third = prepare_cli(capsys, collection, "--out", out)
+    assert third["parsed"] == 1 and third["cached"] == 4
+
+
+def stub_reader(path, part=None):
+    """Misbehaves by file name, in the worker process."""
+    name = os.path.basename(path)
+    if name.startswith("hang"):
+        time.sleep(600)
+    if name.startswith("crash"):
+        os.kill(os.getpid(), signal.SIGSEGV)
+    if name.startswith("oom"):
+        return bytearray(8 * 2**30)
+    if name.startswith("probe"):
+        loaded = sorted(m for m in ("tensorflow", "keras", "torch") if m in sys.modules)
+        raise midi_io.SkipFile("not music", "loaded: " + ",".join(loaded))
+    return midi_io.read_melody(path, part)
+
+
+def test_hang_crash_and_memory_blowup_cost_one_file_each(tmp_path):
+    for name, tune in (("good.mid", TUNE_A), ("hang.mid", TUNE_B), ("crash.mid", TUNE_C),
+                       ("oom.mid", TUNE_B), ("probe.mid", TUNE_B), ("zz.mid", TUNE_C)):
+        write(tmp_path / "in" / name, midi(tune))
+    result = data.prepare([tmp_path / "in"], tmp_path / "ds", jobs=2, val_fraction=0.1, seed=0,
+                          timeout=3, progress=False, reader=f"{__name__}:stub_reader")
+    files = {os.path.basename(f["path"]): f for f in manifest(tmp_path / "ds")["files"]}
+    assert files["hang.mid"]["reason"] == "timed out"
+    assert files["crash.mid"]["reason"] == "crashed"
+    assert "SIGSEGV" in files["crash.mid"]["detail"]
+    assert files["oom.mid"]["reason"] == "out of memory"
+    assert files["probe.mid"]["detail"] == "loaded: "  # workers never import TensorFlow
+    assert files["good.mid"]["status"] == files["zz.mid"]["status"] == "ok"
+    assert result["ok"] == 2
+
+
+def test_many_tune_abc_file_gives_one_piece_per_tune(tmp_path, capsys):
+    tunes = ["CDEF GABc", "cBAG FEDC", "DEFG ABcd"]  # the third is the first a step up
+    text = "".join(f"X:{i + 1}\nT:t{i}\nM:4/4\nL:1/4\nK:C\n{t} | {t} |]\n\n"
+                   for i, t in enumerate(tunes))
+    write(tmp_path / "in" / "tunes.ABC", text.encode())
+    result = prepare_cli(capsys, tmp_path / "in", "--out", tmp_path / "ds")
+    (entry,) = manifest(tmp_path / "ds")["files"]
+    assert [p["id"] for p in entry["pieces"]] == [f"in/tunes.ABC#X:{i}" for i in (1, 2, 3)]
+    assert result["pieces"] == 3 and result["ok"] + result["duplicates"] == 3
+
+
+def test_bad_sources_are_one_line_usage_errors(tmp_path, capsys):
+    assert main(["prepare", str(tmp_path / "nowhere")]) == 2
+    assert "source not found" in capsys.readouterr().err
+    write(tmp_path / "text" / "readme.txt", b"hello")
+    assert main(["prepare", str(tmp_path / "text"), "--out", str(tmp_path / "ds")]) == 2
+    err = capsys.readouterr().err
+    assert "no music files" in err and err.count("\n") == 1
+
+
+def test_failed_write_leaves_no_dataset_that_looks_complete(collection, tmp_path, capsys,
+                                                            monkeypatch):
+    out = tmp_path / "ds"
+    prepare_cli(capsys, collection, "--out", out)
+
+    def disk_full(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(data, "write_split", disk_full)
+    assert main(["prepare", str(collection), "--out", str(out)]) == 1
+    assert not data.is_dataset(out)
+
+
+def test_a_folder_that_cannot_be_listed_is_reported_not_fatal(collection, tmp_path, capsys,
+                                                               monkeypatch):
+    scandir = os.scandir
+
+    def locked(path="."):
+        if os.path.basename(os.fspath(path)) == "c":
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", locked)
+    result = prepare_cli(capsys, collection, "--out", tmp_path / "ds")
+    assert [os.path.basename(e["path"]) for e in result["unreadable_folders"]] == ["c"]
+    assert result["files"] == 4
+
+
+def test_workers_of_a_parent_with_tensorflow_start_clean(tmp_path, monkeypatch):
+    import types
+
+    monkeypatch.setitem(sys.modules, "tensorflow", types.ModuleType("tensorflow"))
+    write(tmp_path / "in" / "probe.mid", midi(TUNE_A))
+    write(tmp_path / "in" / "good.mid", midi(TUNE_B))
+    data.prepare([tmp_path / "in"], tmp_path / "ds", jobs=1, val_fraction=0.1, seed=0,
+                 timeout=30, progress=False, reader=f"{__name__}:stub_reader")
+    files = {os.path.basename(f["path"]): f for f in manifest(tmp_path / "ds")["files"]}
+    assert files["probe.mid"]["detail"] == "loaded: "
+    assert files["good.mid"]["status"] == "ok"
+
+
+def test_no_sources_means_the_builtin_folk_corpus(collection, tmp_path, capsys, monkeypatch):
+    from melody import corpus
+
+    real = corpus.files()
+    assert len(real) >= 20 and all(p.suffix == ".abc" for p in real)
+    assert not any(p.name.startswith("test") for p in real)  # music21's parser fixtures
+    assert corpus.DATASET.as_posix() == "datasets/folk"
+    one = collection / "a" / "one.mid"
+    monkeypatch.setattr(corpus, "files", lambda: [one])
+    result = prepare_cli(capsys, "--out", tmp_path / "ds")
+    assert manifest(tmp_path / "ds")["sources"] == [str(one)]
+    assert result["ok"] == 1
