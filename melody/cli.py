@@ -117,8 +117,22 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Add "(default: X)" to each flag's help unless the help already says it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default in (False, argparse.SUPPRESS):
+            return text
+        if action.default is None:
+            return text + " (default: not set)" if action.option_strings else text
+        if action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
+            text += " (default: %(default)s)"
+        return text
+
+
 def _formatter(prog):
-    return argparse.ArgumentDefaultsHelpFormatter(prog, max_help_position=32)
+    return _HelpFormatter(prog, max_help_position=32)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -170,15 +184,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive_int, default=64, help="windows per batch")
     p.add_argument("--learning-rate", type=positive_float, default=2e-3, help="Adam learning rate")
     p.add_argument("--patience", type=positive_int, default=4,
-                   help="epochs without validation improvement before stopping")
+                   help="epochs without validation improvement before stopping "
+                        "(each such epoch also halves the learning rate)")
     p.add_argument("--steps-per-epoch", type=positive_int, default=None,
                    help="batches per epoch (default: one pass over the training tokens)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="random seed")
     p.add_argument("--resume", action="store_true",
-                   help="continue the run saved in --out from its last checkpoint")
+                   help="continue the run saved in --out from its last checkpoint "
+                        "(same architecture flags; Ctrl-C once saves one, twice aborts)")
     p.add_argument("--strategy", choices=("default", "mirrored", "multi-worker"), default="default",
-                   help="tf.distribute strategy: mirrored = all local GPUs; "
-                        "multi-worker = machines listed in TF_CONFIG")
+                   help="tf.distribute strategy: mirrored = all local GPUs; multi-worker "
+                        "(TF_CONFIG) is refused: Keras 3 cannot fit with it "
+                        "(github.com/keras-team/keras/issues/20585)")
     p.add_argument("--reset-after", choices=("true", "false"), default="true",
                    help="GRU variant: true runs on cuDNN; false is the textbook cell")
     add_json(p)

@@ -807,7 +807,7 @@ def to_pretty_midi(melody: Melody, velocity: int = 80):
     """
     import pretty_midi
 
-    pm = pretty_midi.PrettyMIDI(initial_tempo=float(melody.tempo))
+    pm = pretty_midi.PrettyMIDI(resolution=480, initial_tempo=float(melody.tempo))  # 40 ticks a grid step
     step = 60.0 / melody.tempo / STEPS_PER_QUARTER
     if melody.time_signature:
         num, den = melody.time_signature
