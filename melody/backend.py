@@ -39,11 +39,13 @@ def _stderr_muted():
 
 def keras():
     """The keras module, imported quietly."""
+    # A user who sets TF_CPP_MIN_LOG_LEVEL wants to see TensorFlow's own log.
+    muted = _stderr_muted() if "TF_CPP_MIN_LOG_LEVEL" not in os.environ else contextlib.nullcontext()
     quiet_tensorflow()
     import logging
 
     if "keras" not in sys.modules:
-        with _stderr_muted():
+        with muted:
             if os.environ["KERAS_BACKEND"] == "tensorflow":
                 import tensorflow  # noqa: F401  (its native start-up logs go here)
             import keras  # noqa: F401

@@ -136,12 +136,19 @@ def _sample_config(args, seed: int) -> SampleConfig:
 
 
 def check_originality(melodies, folder):
-    """HOOK(--check-originality): to be filled in by the originality check.
+    """Per melody: its longest run and 8-note share found in the training set, and
+    whether it copies more than 95 in 100 held-out human melodies do."""
+    from melody import musicality
 
-    Return one JSON-ready report per melody (stored in its sidecar and in the
-    command's JSON), or None while the check is not available.
-    """
-    return None
+    path = Path(folder) / musicality.ORIGINALITY_FILE
+    if not path.is_file():
+        raise UsageError(f"--check-originality needs {path}, which this model folder lacks "
+                         "(models trained by this version of melody have it)")
+    try:
+        index = musicality.load_originality(path)
+        return musicality.check(melodies, index)
+    except ValueError as e:
+        raise UsageError(str(e))
 
 
 # -- outputs ------------------------------------------------------------------------------
@@ -216,4 +223,8 @@ def _summary(result: dict, out) -> str:
     for f in result["files"]:
         extra = "".join(f", {k}" for k in ("wav", "png", "musicxml") if k in f)
         lines.append(f"  {Path(f['midi']).name}: {f['notes']} notes, {f['seconds']:.1f} s{extra}")
+        if f.get("originality", {}).get("flagged"):
+            o = f["originality"]
+            lines.append(f"    copies the training set more than 95 in 100 human melodies do "
+                         f"(longest shared run {o['longest_run']} notes)")
     return "\n".join(lines)

@@ -1,0 +1,150 @@
+"""evaluate and the n-gram baseline: same tokens, sane numbers, probabilities that add up."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from melody.data import load_dataset
+from melody.ngram import NGram, bits_per_token, fit_best
+from test_train import TINY, make_dataset, run_cli, write_midi_tunes
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("data") / "tiny", pieces=80, seed=1)
+
+
+@pytest.fixture(scope="module")
+def model(dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("models") / "tiny"
+    code, result, err = run_cli("train", "--data", dataset, "--out", out, *TINY,
+                                "--epochs", 2, "--steps-per-epoch", 30, "--json")
+    assert code == 0, err
+    return out, result
+
+
+@pytest.fixture(scope="module")
+def evaluated(model, dataset):
+    code, result, err = run_cli("evaluate", "--model", model[0], "--data", dataset,
+                                "--samples", 0, "--json")
+    assert code == 0, err
+    return result
+
+
+# -- the command ----------------------------------------------------------------------------
+def test_json_keys(evaluated):
+    rates = {"bits_per_token", "bits_per_note", "pitch_bits_per_note"}
+    assert rates <= set(evaluated["model"])
+    assert rates | {"order"} <= set(evaluated["baseline"])
+    assert {"notes", "pieces"} <= set(evaluated)
+
+
+def test_counts_are_the_validation_split(evaluated, dataset):
+    ds = load_dataset(dataset)
+    val = ds.split("val")
+    assert evaluated["pieces"] == len(val)
+    assert evaluated["notes"] == int(ds.tokenizer.is_pitch(np.asarray(val.tokens)).sum())
+    assert evaluated["tokens"] == len(val.tokens) - len(val)  # each piece's BOS is given
+
+
+def test_rates_agree_with_each_other_and_with_training(evaluated, model):
+    for side in ("model", "baseline"):
+        r = evaluated[side]
+        per_note = r["bits_per_token"] * evaluated["tokens"] / evaluated["notes"]
+        assert r["bits_per_note"] == pytest.approx(per_note)
+        assert 0 < r["pitch_bits_per_note"] < r["bits_per_note"]
+    assert evaluated["model"]["bits_per_note"] == pytest.approx(model[1]["val_bits_per_note"],
+                                                                rel=1e-4)
+
+
+def test_ngram_learns_the_repetitive_corpus(evaluated, dataset):
+    # The tunes repeat motifs: a long context predicts them well.
+    assert evaluated["baseline"]["order"] >= 3
+    assert evaluated["baseline"]["bits_per_token"] < 1.0
+
+
+def test_music_files_are_all_scored(model, tmp_path):
+    folder = tmp_path / "midi"
+    write_midi_tunes(folder, 3)
+    code, result, err = run_cli("evaluate", "--model", model[0], "--data", folder,
+                                "--samples", 0, "--json")
+    assert code == 0, err
+    assert result["pieces"] == 3
+    assert result["notes"] > 3 * 10
+    assert result["baseline"]["bits_per_note"] > 0
+
+
+def test_missing_training_data_means_no_baseline(model, dataset, tmp_path):
+    folder = tmp_path / "moved"
+    shutil.copytree(model[0], folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["data"]["folder"] = str(tmp_path / "gone")
+    (folder / "config.json").write_text(json.dumps(config))
+    code, result, err = run_cli("evaluate", "--model", folder, "--data", dataset,
+                                "--samples", 0, "--json")
+    assert code == 0, err
+    assert result["baseline"] is None and "not available" in result["baseline_note"]
+    assert result["model"]["bits_per_note"] > 0
+
+
+def test_missing_model_is_one_line(tmp_path):
+    code, _, err = run_cli("evaluate", "--model", tmp_path / "nothing", "--samples", 0)
+    assert code == 2 and "model folder not found" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_padding_never_changes_a_score(model, dataset):
+    from melody.evaluate import ModelScorer
+    from melody.model import load_keras_model
+
+    keras_model = load_keras_model(model[0])
+    ds = load_dataset(dataset)
+    val = ds.split("val")
+    together = ModelScorer(keras_model, ds.tokenizer).score(val)
+    alone = ModelScorer(keras_model, ds.tokenizer, max_batch=1).score(val)
+    assert together.pieces == alone.pieces == len(val)
+    assert together.nll_bits == pytest.approx(alone.nll_bits, rel=1e-5)
+    assert together.pitch_nll_bits == pytest.approx(alone.pitch_nll_bits, rel=1e-5)
+
+
+# -- the n-gram --------------------------------------------------------------------------------
+CORPUS = [np.array([1, 5, 6, 7, 5, 6, 7, 5, 6, 2]), np.array([1, 5, 6, 7, 8, 2])] * 5
+
+
+@pytest.mark.parametrize("order", [1, 2, 3, 4])
+@pytest.mark.parametrize("context", [[], [1], [1, 5], [5, 6], [9, 9, 9], [8, 2, 1]])
+def test_kneser_ney_probabilities_sum_to_one(order, context):
+    lm = NGram.fit(CORPUS, vocab_size=12, max_order=4)
+    p = lm.distribution(context, order)
+    assert p.shape == (12,)
+    assert p.sum() == pytest.approx(1.0)
+    assert (p > 0).all()  # never certain: unseen tokens keep some probability
+
+
+def test_scoring_uses_the_same_probabilities_as_distribution():
+    lm = NGram.fit(CORPUS, vocab_size=12, max_order=3)
+    piece = np.array([1, 5, 6, 8, 2])
+    nll, targets = lm.nll_bits([piece], order=3)
+    np.testing.assert_array_equal(targets, piece[1:])
+    for i, target in enumerate(piece[1:], start=1):
+        expected = -np.log2(lm.distribution(piece[:i].tolist(), 3)[target])
+        assert nll[i - 1] == pytest.approx(expected)
+
+
+def test_longer_context_beats_unigram_on_a_repetitive_corpus():
+    rng = np.random.default_rng(0)
+    motif = [10, 12, 14, 12, 10, 7]
+    pieces = [np.array([1] + motif * int(rng.integers(2, 6)) + [2]) for _ in range(40)]
+    lm, order, held_out = fit_best(pieces, vocab_size=20, max_order=6)
+    assert order > 1
+    assert held_out[order] < 0.5 * held_out[1]
+    assert bits_per_token(lm, pieces[:5], order) < bits_per_token(
+        NGram.fit(pieces, 20, 1), pieces[:5], 1)
+
+
+def test_order_out_of_range_is_refused():
+    lm = NGram.fit(CORPUS, vocab_size=12, max_order=2)
+    with pytest.raises(ValueError, match="order must be in range 1..2, got 3"):
+        lm.distribution([5], 3)

@@ -1,0 +1,123 @@
+"""The model: Keras's GRU is the textbook GRU, and the config round-trips."""
+
+import numpy as np
+import pytest
+
+from melody.model import ModelConfig, build_model, flops_per_token
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def textbook_gru(x, W, U, b, reset_after, b_rh=None):
+    """The GRU equations, run step by step over x [batch, time, in].
+
+    z = σ(W_z x + U_z h + b_z), r = σ(W_r x + U_r h + b_r),
+    ĥ = tanh(W_h x + U_h (r ⊙ h) + b_h)            (reset_after=False)
+    ĥ = tanh(W_h x + b_h + r ⊙ (U_h h + b_rh))      (reset_after=True)
+    h' = (1 − z) ⊙ h + z ⊙ ĥ
+    """
+    batch, time, _ = x.shape
+    h = np.zeros((batch, U["z"].shape[0]))
+    out = []
+    for t in range(time):
+        xt = x[:, t]
+        z = sigmoid(xt @ W["z"] + h @ U["z"] + b["z"])
+        r = sigmoid(xt @ W["r"] + h @ U["r"] + b["r"])
+        if reset_after:
+            candidate = np.tanh(xt @ W["h"] + b["h"] + r * (h @ U["h"] + b_rh))
+        else:
+            candidate = np.tanh(xt @ W["h"] + (r * h) @ U["h"] + b["h"])
+        h = (1 - z) * h + z * candidate
+        out.append(h)
+    return np.stack(out, axis=1)
+
+
+def textbook_weights(layer, reset_after):
+    """Keras's GRU weights in textbook form.
+
+    Keras keeps the old state with its gate z (h' = z ⊙ h + (1 − z) ⊙ ĥ), so
+    the textbook update gate is Keras's with its pre-activation negated:
+    1 − σ(a) = σ(−a).
+    """
+    kernel, recurrent, bias = (w.numpy().astype(np.float64) for w in layer.weights)
+    n = recurrent.shape[0]
+    split = lambda m: dict(zip("zrh", (m[..., i * n:(i + 1) * n] for i in range(3))))  # noqa: E731
+    W, U = split(kernel), split(recurrent)
+    if reset_after:
+        b, b_recurrent = split(bias[0]), split(bias[1])
+        # z and r add the two biases; only ĥ keeps the recurrent one inside r ⊙ (...).
+        b = {"z": b["z"] + b_recurrent["z"], "r": b["r"] + b_recurrent["r"], "h": b["h"]}
+        b_rh = b_recurrent["h"]
+    else:
+        b, b_rh = split(bias), None
+    W["z"], U["z"], b["z"] = -W["z"], -U["z"], -b["z"]
+    return W, U, b, b_rh
+
+
+@pytest.mark.parametrize("reset_after", [True, False])
+def test_keras_gru_is_the_textbook_gru(reset_after):
+    from melody.backend import keras
+
+    k = keras()
+    rng = np.random.default_rng(1)
+    layer = k.layers.GRU(6, return_sequences=True, reset_after=reset_after)
+    x = rng.normal(size=(3, 7, 4)).astype(np.float32)
+    layer.build(x.shape)
+    # Random biases too: Keras starts them at zero, which would hide a bias mix-up.
+    layer.weights[2].assign(rng.normal(size=layer.weights[2].shape).astype(np.float32))
+    keras_out = np.asarray(layer(x))
+    W, U, b, b_rh = textbook_weights(layer, reset_after)
+    ours = textbook_gru(x.astype(np.float64), W, U, b, reset_after, b_rh)
+    np.testing.assert_allclose(keras_out, ours, atol=1e-5)
+
+
+@pytest.mark.parametrize("reset_after", [True, False])
+def test_whole_model_matches_numpy_forward_pass(reset_after):
+    """Embedding -> GRUs -> logits, by layer name, as the NumPy sampler reads them."""
+    cfg = ModelConfig(vocab_size=11, embedding=5, units=7, layers=2, dropout=0.1,
+                      reset_after=reset_after)
+    model = build_model(cfg)
+    rng = np.random.default_rng(2)
+    for w in model.weights:
+        w.assign(rng.normal(scale=0.5, size=w.shape).astype(np.float32))
+    ids = rng.integers(0, 11, size=(2, 9)).astype(np.int32)
+    keras_logits = np.asarray(model(ids, training=False))
+
+    x = model.get_layer("embedding").weights[0].numpy()[ids].astype(np.float64)
+    for i in range(cfg.layers):
+        W, U, b, b_rh = textbook_weights(model.get_layer(f"gru_{i}"), reset_after)
+        x = textbook_gru(x, W, U, b, reset_after, b_rh)
+    kernel, bias = (w.numpy() for w in model.get_layer("logits").weights)
+    np.testing.assert_allclose(keras_logits, x @ kernel + bias, atol=1e-4)
+
+
+def test_config_round_trip():
+    cfg = ModelConfig(vocab_size=364, embedding=8, units=16, layers=3, dropout=0.0,
+                      reset_after=False)
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_config_refuses_unknown_key():
+    data = dict(ModelConfig(vocab_size=10).to_dict(), attention=True)
+    with pytest.raises(ValueError, match="unknown model settings: attention"):
+        ModelConfig.from_dict(data)
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("units", 0, "units must be at least 1, got 0"),
+    ("dropout", 1.0, r"dropout must be in range \[0, 1\), got 1.0"),
+])
+def test_config_refuses_bad_values(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        ModelConfig(**{"vocab_size": 10, field: value})
+
+
+def test_flops_counts_every_matmul():
+    cfg = ModelConfig(vocab_size=10, embedding=4, units=8, layers=2)
+    gru_0 = 2 * 3 * (4 + 8) * 8
+    gru_1 = 2 * 3 * (8 + 8) * 8
+    assert flops_per_token(cfg) == gru_0 + gru_1 + 2 * 8 * 10
+    params = build_model(cfg).count_params()
+    assert flops_per_token(cfg) < 2 * params  # the embedding lookup costs nothing

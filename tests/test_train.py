@@ -1,0 +1,328 @@
+"""train: tiny models, a few steps each; what a user relies on in the model folder."""
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from melody.cli import main
+from melody.data import TokenData, load_dataset, write_manifest, write_split
+from melody.notes import Key, Melody
+from melody.tokenizer import Tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--units", "24", "--embedding", "8", "--layers", "1", "--seq-len", "32",
+        "--batch-size", "16"]
+
+
+def folk_like_tune(rng, bars: int | None = None) -> Melody:
+    """A tune of repeated motifs in a random major key."""
+    tonic = int(rng.integers(55, 67))
+    scale = [0, 2, 4, 5, 7, 9, 11, 12]
+    motifs = ([0, 2, 4, 2], [4, 5, 7, 0], [7, 4, 2, 0])
+    pitches, onsets, durations, t = [], [], [], 0
+    for bar in range(bars or int(rng.integers(4, 9))):
+        for step in motifs[bar % 3]:
+            pitches.append(tonic + scale[step])
+            onsets.append(t)
+            durations.append(12)
+            t += 12
+    return Melody(pitches, onsets, durations, key=Key(tonic % 12, "major"), time_signature=(4, 4))
+
+
+def make_dataset(folder: Path, pieces: int = 120, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    tok = Tokenizer()
+    encoded = [tok.encode(folk_like_tune(rng)) for _ in range(pieces)]
+    folder.mkdir(parents=True)
+    n_val = pieces // 10
+    write_split(folder, "train", TokenData.from_pieces(encoded[n_val:]))
+    write_split(folder, "val", TokenData.from_pieces(encoded[:n_val]))
+    tok.save(folder / "tokenizer.json")
+    write_manifest(folder, {"sources": ["synthetic"], "seed": seed})
+    return folder
+
+
+def run_cli(*argv) -> tuple[int, dict | None, str]:
+    """Run the CLI in this process: (exit code, JSON result, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in argv])
+    text = out.getvalue().strip()
+    return code, (json.loads(text.splitlines()[-1]) if code == 0 and text else None), err.getvalue()
+
+
+def spawn(*argv, cwd) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, *map(str, argv)], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_line(proc: subprocess.Popen, prefix: str) -> list[str]:
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if line.startswith(prefix):
+            return seen
+    raise AssertionError(f"process ended before {prefix!r}:\n{''.join(seen)}")
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("data") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def trained(dataset, tmp_path_factory):
+    """A tiny model trained for 3 short epochs: (folder, JSON result, stderr)."""
+    out = tmp_path_factory.mktemp("models") / "tiny"
+    code, result, err = run_cli("train", "--data", dataset, "--out", out, *TINY,
+                                "--epochs", 3, "--steps-per-epoch", 40, "--json")
+    assert code == 0, err
+    return out, result, err
+
+
+def copy_run(trained, tmp_path) -> Path:
+    target = tmp_path / "copy"
+    shutil.copytree(trained[0], target)
+    return target
+
+
+# -- learning and the model folder ------------------------------------------------------
+def uniform_bits_per_note(dataset: Path) -> float:
+    ds = load_dataset(dataset)
+    val = ds.split("val")
+    tokens = sum(len(p) - 1 for p in val.pieces())
+    notes = int(ds.tokenizer.is_pitch(np.asarray(val.tokens)).sum())
+    return np.log2(ds.tokenizer.vocab_size) * tokens / notes
+
+
+def test_training_learns(trained, dataset):
+    _, result, err = trained
+    assert result["val_bits_per_note"] < 0.6 * uniform_bits_per_note(dataset)
+    history = json.loads((trained[0] / "config.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert history[-1]["val_bits_per_note"] < history[0]["val_bits_per_note"]
+    assert "epoch 3: val bits/note" in err
+
+
+def test_json_result(trained):
+    _, result, _ = trained
+    assert {"model", "epochs", "params", "val_bits_per_note", "tokens_per_second"} <= set(result)
+    assert result["epochs"] == 3
+    assert result["tokens_per_second"] > 0
+    assert result["params"] == 364 * 8 + 3 * (8 + 24 + 2) * 24 + 24 * 364 + 364
+
+
+def test_model_folder_contents(trained, dataset):
+    folder = trained[0]
+    for name in ("model.keras", "tokenizer.json", "config.json"):
+        assert (folder / name).is_file()
+    config = json.loads((folder / "config.json").read_text())
+    assert config["model"] == {"vocab_size": 364, "embedding": 8, "units": 24, "layers": 1,
+                               "dropout": 0.2, "reset_after": True}
+    assert config["train"]["seq_len"] == 32 and config["train"]["steps_per_epoch"] == 40
+    assert config["data"] == {"folder": str(dataset), "digest": load_dataset(dataset).digest}
+    assert config["metrics"]["val_bits_per_note"] == min(
+        h["val_bits_per_note"] for h in config["history"])
+    assert len(list((folder / "checkpoints").glob("*.keras"))) == 2  # the last two are kept
+    assert list((folder / "logs").glob("events.out.tfevents.*"))
+
+
+def test_model_loads_in_safe_mode_and_scores_like_training(trained, dataset):
+    from melody.evaluate import ModelScorer
+    from melody.model import load_keras_model, load_tokenizer, read_config
+
+    folder = trained[0]
+    model = load_keras_model(folder)
+    assert [layer.name for layer in model.layers][1:] == ["embedding", "gru_0", "dropout_0", "logits"]
+    assert getattr(model, "optimizer", None) is None  # the folder keeps the weights, not the optimizer
+    tok = load_tokenizer(folder, read_config(folder))
+    scores = ModelScorer(model, tok).score(load_dataset(dataset).split("val")).report()
+    assert scores["bits_per_note"] == pytest.approx(trained[1]["val_bits_per_note"], rel=1e-4)
+
+
+def test_existing_model_is_not_overwritten(trained, dataset):
+    code, _, err = run_cli("train", "--data", dataset, "--out", trained[0], *TINY)
+    assert code == 2
+    assert "already holds a model" in err and "--resume" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+# -- resuming -----------------------------------------------------------------------------
+def test_resume_continues_epochs_and_best_score(trained, dataset, tmp_path):
+    folder = copy_run(trained, tmp_path)
+    before = json.loads((folder / "config.json").read_text())
+    code, result, err = run_cli("train", "--data", dataset, "--out", folder, *TINY,
+                                "--epochs", 4, "--steps-per-epoch", 40, "--resume", "--json")
+    assert code == 0, err
+    after = json.loads((folder / "config.json").read_text())
+    assert [h["epoch"] for h in after["history"]] == [1, 2, 3, 4]
+    assert after["history"][:3] == before["history"]
+    assert result["epochs"] == 4
+    assert result["val_bits_per_note"] <= before["metrics"]["val_bits_per_note"]
+    assert "epoch 4: val bits/note" in err and "epoch 1:" not in err
+
+
+def test_resume_refuses_other_architecture(trained, dataset, tmp_path):
+    folder = copy_run(trained, tmp_path)
+    flags = [f if f != "24" else "32" for f in TINY]
+    code, _, err = run_cli("train", "--data", dataset, "--out", folder, *flags, "--resume")
+    assert code == 2
+    assert "--units 24" in err and len(err.strip().splitlines()) == 1
+
+
+def test_resume_without_checkpoints_is_refused(dataset, tmp_path):
+    code, _, err = run_cli("train", "--data", dataset, "--out", tmp_path / "none", *TINY, "--resume")
+    assert code == 2 and "no checkpoints" in err
+
+
+def test_damaged_checkpoint_is_set_aside(trained, dataset, tmp_path):
+    folder = copy_run(trained, tmp_path)
+    newest = folder / "checkpoints" / "epoch-003.keras"
+    newest.write_bytes(b"PK\x03\x04 not really a zip")
+    code, result, err = run_cli("train", "--data", dataset, "--out", folder, *TINY,
+                                "--epochs", 3, "--steps-per-epoch", 40, "--resume", "--json")
+    assert code == 0, err
+    assert "epoch-003.keras is damaged" in err
+    assert (folder / "checkpoints" / "epoch-003.keras.damaged").exists()
+    # Epoch 3 is trained again from the epoch-2 checkpoint.
+    assert "epoch 3: val bits/note" in err and result["epochs"] == 3
+
+
+def resume_in_subprocess(folder: Path, dataset: Path, cwd: Path) -> subprocess.Popen:
+    """Resume a copy of the trained run with endless epochs; return once epoch 4 is running."""
+    proc = spawn(ROOT / "app.py", "train", "--data", dataset, "--out", folder, *TINY,
+                 "--epochs", 5, "--steps-per-epoch", 100000, "--resume", cwd=cwd)
+    wait_for_line(proc, "Epoch 4/5")
+    return proc
+
+
+def test_ctrl_c_saves_and_resume_continues(trained, dataset, tmp_path):
+    folder = copy_run(trained, tmp_path)
+    proc = resume_in_subprocess(folder, dataset, tmp_path)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert f"--out {folder} --resume" in err
+    stop = folder / "checkpoints" / "epoch-003-stop.keras"
+    assert stop.exists()
+    state = json.loads(stop.with_suffix(".json").read_text())
+    assert state["epoch"] == 3
+    assert state["progress"]["best"] == trained[1]["val_bits_per_note"]
+
+    code, result, err = run_cli("train", "--data", dataset, "--out", folder, *TINY,
+                                "--epochs", 4, "--steps-per-epoch", 20, "--resume", "--json")
+    assert code == 0, err
+    assert result["epochs"] == 4
+    history = json.loads((folder / "config.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+
+
+def test_resume_after_kill_mid_epoch(trained, dataset, tmp_path):
+    folder = copy_run(trained, tmp_path)
+    before = json.loads((folder / "config.json").read_text())["history"]
+    proc = resume_in_subprocess(folder, dataset, tmp_path)
+    proc.kill()
+    proc.communicate(timeout=60)
+
+    code, result, err = run_cli("train", "--data", dataset, "--out", folder, *TINY,
+                                "--epochs", 4, "--steps-per-epoch", 20, "--resume", "--json")
+    assert code == 0, err
+    history = json.loads((folder / "config.json").read_text())["history"]
+    assert history[:3] == before
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+
+
+# -- the input pipeline --------------------------------------------------------------------
+def test_windows_are_transposed_slices_of_the_stream():
+    from melody.train import TrainConfig, WindowSampler, transpose_tables
+
+    tok = Tokenizer()
+    rng = np.random.default_rng(3)
+    tokens = np.concatenate([tok.encode(folk_like_tune(rng)) for _ in range(20)]).astype(np.uint16)
+    tables = transpose_tables(tok, TrainConfig())
+    x, y = next(WindowSampler(tokens, 16, 64, tables).batches(seed=1))
+    assert x.shape == y.shape == (64, 16) and x.dtype == np.int32
+    np.testing.assert_array_equal(x[:, 1:], y[:, :-1])
+    windows = np.concatenate([x, y[:, -1:]], axis=1)
+    slices = [{tuple(t[tokens[i:i + 17]]) for i in range(len(tokens) - 16)} for t in tables]
+    shifts_seen = set()
+    for row in windows:
+        shifts = [s for s, found in enumerate(slices) if tuple(row) in found]
+        assert shifts, "every window is a transposed slice of the training tokens"
+        if tok.is_pitch(row).any():
+            shifts_seen.add(shifts[0])
+    assert len(shifts_seen) > 3  # several transpositions, not just the original key
+
+
+# -- strategies ------------------------------------------------------------------------------
+MIRRORED = """
+import sys
+from melody.backend import tensorflow
+tf = tensorflow()
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from melody.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_mirrored_strategy_on_two_logical_cpus(dataset, tmp_path):
+    script = tmp_path / "two_cpus.py"
+    script.write_text(MIRRORED)
+    proc = spawn(script, "train", "--data", dataset, "--out", tmp_path / "m", *TINY, "--epochs", 2,
+                 "--steps-per-epoch", 30, "--strategy", "mirrored", "--json", cwd=tmp_path)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["replicas"] == 2
+    history = json.loads((tmp_path / "m" / "config.json").read_text())["history"]
+    assert history[1]["val_bits_per_note"] < history[0]["val_bits_per_note"]
+
+
+def test_multi_worker_strategy_fails_with_one_line(dataset, tmp_path):
+    code, _, err = run_cli("train", "--data", dataset, "--out", tmp_path / "m", *TINY,
+                           "--strategy", "multi-worker")
+    assert code == 2
+    assert "keras-team/keras/issues/20585" in err and len(err.strip().splitlines()) == 1
+
+
+def write_midi_tunes(folder: Path, count: int) -> None:
+    import pretty_midi
+
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(7)
+    for i in range(count):
+        tune = folk_like_tune(rng, bars=3 + i)  # different lengths: never duplicates
+        pm = pretty_midi.PrettyMIDI(initial_tempo=120)
+        inst = pretty_midi.Instrument(program=0, name="melody")
+        for p, on, d in zip(tune.pitches, tune.onsets, tune.durations):
+            inst.notes.append(pretty_midi.Note(90, int(p), on / 24, (on + d) / 24))
+        pm.instruments.append(inst)
+        pm.write(str(folder / f"tune{i}.mid"))
+
+
+def test_music_folder_is_prepared_on_the_fly(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_midi_tunes(tmp_path / "songs", 12)
+    code, result, err = run_cli("train", "--data", "songs", *TINY, "--epochs", 1,
+                                "--steps-per-epoch", 5, "--json")
+    assert code == 0, err
+    assert (tmp_path / "datasets" / "songs" / "manifest.json").is_file()
+    assert result["model"] == str(Path("models") / "songs")
+    config = json.loads((tmp_path / "models" / "songs" / "config.json").read_text())
+    assert config["data"]["folder"] == str(Path("datasets") / "songs")
+
+
+def test_missing_data_is_one_line(tmp_path):
+    code, _, err = run_cli("train", "--data", tmp_path / "nothing", "--out", tmp_path / "m")
+    assert code == 2 and "--data must be a prepared dataset" in err
