@@ -1,4 +1,4 @@
-"""Peak memory of `prepare` as the collection grows (and, later, of a training epoch).
+"""Peak memory of `prepare` and of a training epoch as the collection grows.
 
     PYTHONPATH=. python bench/memory.py [--files 50000] [--small 5000]
 
@@ -7,7 +7,11 @@ each in a fresh process, and prints the peak resident memory of the process
 that runs ``prepare`` and of its largest worker, next to the token data the
 dataset holds. The workers should not grow at all with the collection; the
 main process grows only by the per-file bookkeeping (manifest entries, token
-arrays), which the "per extra file" line shows.
+arrays), which the "per extra file" line shows. Then one training epoch of
+the default model runs on each dataset (``--train-steps`` batches, since a
+full pass over 50,000 files takes an hour here, plus the full validation
+split); its peak should not grow beyond the token data, which is
+memory-mapped.
 """
 
 from __future__ import annotations
@@ -113,20 +117,29 @@ def prepare_in_fresh_process(n: int, tmp: Path) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def measure_training_epoch(args) -> dict | None:
-    """Peak memory of one training epoch over the prepared data.
-
-    Left for the training side to fill in (e.g. run `melody train --epochs 1`
-    on the large dataset in a fresh process and read its peak RSS the same
-    way); until then it reports nothing.
-    """
-    return None
+def measure_training_epoch(dataset: Path, tmp: Path, steps: int) -> dict:
+    """Peak memory of one training epoch (``steps`` batches plus the full
+    validation pass) of the default model on ``dataset``, in a fresh process."""
+    code = ("import resource, subprocess, sys; "
+            "done = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+            "print(done.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    out = tmp / f"model-{dataset.name}"
+    cmd = [sys.executable, str(ROOT / "app.py"), "train", "--data", str(dataset), "--out", str(out),
+           "--epochs", "1", "--steps-per-epoch", str(steps)]
+    done = subprocess.run([sys.executable, "-c", code, *cmd], capture_output=True, text=True,
+                          cwd=ROOT)
+    rc, peak_kib = done.stdout.split()
+    if rc != "0":
+        sys.exit(f"training on {dataset} failed (exit {rc})")
+    return {"peak": int(peak_kib) * 1024}
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=50_000, help="files in the large collection")
     parser.add_argument("--small", type=int, default=5_000, help="files in the small collection")
+    parser.add_argument("--train-steps", type=int, default=20,
+                        help="batches in the measured training epoch (0: skip training)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         rows = [prepare_in_fresh_process(n, Path(tmp)) for n in (args.small, args.files)]
@@ -141,9 +154,14 @@ def main(argv=None) -> None:
         print(f"main process per extra file: {(large['main_peak'] - small['main_peak']) / extra:,.0f} "
               f"bytes (token data per file: {(large['token_bytes'] - small['token_bytes']) / extra:,.0f})")
         print(f"worker peak ratio large/small: {large['worker_peak'] / max(small['worker_peak'], 1):.2f}")
-        epoch = measure_training_epoch(args)
-        if epoch is not None:
-            print(f"training epoch peak: {epoch}")
+        if args.train_steps:
+            epochs = [measure_training_epoch(Path(tmp) / f"ds{n}", Path(tmp), args.train_steps)
+                      for n in (args.small, args.files)]
+            print(f"training epoch peak ({args.train_steps} batches + full validation): "
+                  f"{epochs[0]['peak'] / MIB:,.0f} M on {small['files']:,} files, "
+                  f"{epochs[1]['peak'] / MIB:,.0f} M on {large['files']:,} files "
+                  f"(ratio {epochs[1]['peak'] / epochs[0]['peak']:.2f}; token data "
+                  f"{small['token_bytes'] / MIB:.1f} M and {large['token_bytes'] / MIB:.1f} M)")
 
 
 if __name__ == "__main__":

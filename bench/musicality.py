@@ -2,13 +2,15 @@
 
     python bench/musicality.py [--model melody/pretrained/folk] [--data DIR] [-n 100]
 
-Samples N melodies at temperature 1.0 with the NumPy sampler, compares them
-with the dataset's validation melodies feature by feature (overlap area and
-KL divergence, Yang and Lerch 2018), and measures how much of the training set
-they copy beside the validation melodies (the human baseline). The training
-set's index comes from the model folder's ``originality.npz`` when there is
-one, else it is built from the dataset's training split. Prints figures and
-timings; asserts nothing.
+Samples N melodies at temperature 1.0 with the NumPy sampler, each cut to a
+length drawn from the human pieces' note counts (as ``evaluate --samples``
+does, so with the same seed the figures are evaluate's), compares them with
+the dataset's validation melodies feature by feature (overlap area and KL
+divergence, Yang and Lerch 2018), and measures how much of the model's
+training set they copy beside the validation melodies (the human baseline).
+The training set's index comes from the model folder's ``originality.npz``
+when there is one, else it is built from the model's training split. Prints
+figures and timings; asserts nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import argparse
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -30,16 +34,6 @@ from melody.model import (  # noqa: E402
 )
 
 
-def sample_melodies(folder: Path, n: int, seed: int, notes: int | None):
-    from melody.sample import NumpyGRU, SampleConfig, sample
-
-    config = read_config(folder)
-    tokenizer = load_tokenizer(folder, config)
-    model = NumpyGRU.load(folder)
-    pieces = sample(model, tokenizer, SampleConfig(n=n, temperature=1.0, seed=seed, notes=notes))
-    return [tokenizer.decode(p) for p in pieces], config
-
-
 def dataset_folder(arg: str | None, config: dict) -> Path:
     if arg:
         return Path(arg)
@@ -49,20 +43,12 @@ def dataset_folder(arg: str | None, config: dict) -> Path:
     return Path("datasets/folk")
 
 
-def split_melodies(dataset, name: str, limit: int | None = None):
-    data = dataset.split(name)
-    count = len(data) if limit is None else min(limit, len(data))
-    return [dataset.tokenizer.decode(data.piece(i)) for i in range(count)]
-
-
-def originality_index(folder: Path, dataset) -> tuple[mu.OriginalityIndex, str]:
-    path = folder / mu.ORIGINALITY_FILE
-    if path.is_file():
-        return mu.load_originality(path), str(path)
-    start = time.perf_counter()
-    train = split_melodies(dataset, "train")
-    index = mu.OriginalityIndex.from_melodies(train)
-    return index, f"built from {len(train)} training melodies in {time.perf_counter() - start:.1f} s"
+def generated_melodies(folder: Path, tokenizer, human, n: int, seed: int, rng,
+                       notes: int | None):
+    """N melodies, each cut to a human piece's length (or to ``notes``); and the share cut."""
+    lengths = [m.n_notes for m in human]
+    caps = np.full(n, notes) if notes else np.clip(rng.choice(lengths, n), 1, mu.MAX_SAMPLE_NOTES)
+    return mu.sample_melodies(folder, tokenizer, caps, seed)
 
 
 def print_stats(stats: dict) -> None:
@@ -96,41 +82,52 @@ def main(argv=None) -> int:
     parser.add_argument("--data", default=None,
                         help="prepared dataset (default: the model's own, else datasets/folk)")
     parser.add_argument("-n", type=int, default=100, help="melodies to generate (default: 100)")
-    parser.add_argument("--notes", type=int, default=None, help="notes per melody (default: 64)")
-    parser.add_argument("--human", type=int, default=None,
-                        help="validation melodies to use (default: all)")
+    parser.add_argument("--notes", type=int, default=None,
+                        help="cut every melody to this many notes (default: a length drawn "
+                             "from the human pieces for each)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
     parser.add_argument("--png", default=None, help="also draw the features into this PNG")
     args = parser.parse_args(argv)
 
     folder = Path(args.model)
-    start = time.perf_counter()
     try:
-        generated, config = sample_melodies(folder, args.n, args.seed, args.notes)
+        config = read_config(folder)
+        tokenizer = load_tokenizer(folder, config)
     except ModelFolderError as e:
         print(f"bench/musicality.py: {e}", file=sys.stderr)
         return 2
-    print(f"model {folder}: {len(generated)} melodies sampled in "
-          f"{time.perf_counter() - start:.1f} s")
     dataset = load_dataset(dataset_folder(args.data, config))
-    human = split_melodies(dataset, "val", args.human)
-    print(f"human: {len(human)} validation melodies of {dataset.folder}")
+    rng = np.random.default_rng(args.seed)
+    human = mu.human_melodies(dataset.split("val"), tokenizer, rng)
+    print(f"human: {len(human)} validation melodies of {dataset.folder}, "
+          f"{np.mean([m.n_notes for m in human]):.1f} notes on average")
+
+    start = time.perf_counter()
+    generated, cut = generated_melodies(folder, tokenizer, human, args.n, args.seed, rng,
+                                        args.notes)
+    print(f"model {folder}: {len(generated)} melodies sampled in "
+          f"{time.perf_counter() - start:.1f} s, {np.mean([m.n_notes for m in generated]):.1f} "
+          f"notes on average, {cut:.0%} cut to their drawn length")
 
     start = time.perf_counter()
     stats = mu.compare(generated, human)
     print(f"\nmusicality (Yang and Lerch 2018), in {time.perf_counter() - start:.2f} s")
     print_stats(stats)
 
-    index, where = originality_index(folder, dataset)
     start = time.perf_counter()
-    report = mu.originality(generated, human, index)
-    print(f"\noriginality against the training set ({where}), "
-          f"in {time.perf_counter() - start:.2f} s")
-    print_originality(report)
+    index, where = mu.training_index(folder, tokenizer)
+    if index is None:
+        print(f"\nno originality check: {where}")
+    else:
+        loaded = time.perf_counter() - start
+        start = time.perf_counter()
+        report = mu.originality(generated, human, index)
+        print(f"\noriginality against the training set ({where}, {loaded:.2f} s), "
+              f"in {time.perf_counter() - start:.2f} s")
+        print_originality(report)
     if args.png:
         print(f"\ndrawn: {mu.draw(generated, human, args.png, title=str(folder), stats=stats)}")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -12,6 +12,7 @@ same tokens.
 
 from __future__ import annotations
 
+import itertools
 import math
 import sys
 import tempfile
@@ -179,25 +180,34 @@ def baseline_training_data(config: dict):
 
 
 # -- musicality (another module) ------------------------------------------------------------
-def musicality_hook(args, model_folder, data: TokenData, tokenizer) -> dict:
-    """MUSICALITY HOOK: statistics of generated melodies against ``data``.
+def check_musicality_args(args) -> None:
+    """Refuse, before any scoring, flags the musicality statistics cannot honour."""
+    if args.samples == 1:
+        raise UsageError("--samples must be 0 (skip) or at least 2 (melodies are compared as "
+                         "sets), got 1")
+    if args.png and not args.samples:
+        raise UsageError("--png draws the musicality statistics; it needs --samples of at "
+                         "least 2, got 0")
 
-    Calls ``melody.musicality.evaluate_report(model_folder, data, tokenizer,
-    samples=, seed=, png=)`` when that function exists (it returns the
-    ``musicality`` and ``originality`` entries); until then, nothing.
+
+def musicality_hook(args, model_folder, data: TokenData, tokenizer) -> dict:
+    """Statistics of ``args.samples`` generated melodies against ``data``.
+
+    ``melody.musicality.evaluate_report`` returns the ``musicality`` and
+    ``originality`` entries (``{}`` for ``--samples 0``).
     """
+    from melody import musicality
+
     try:
-        from melody import musicality
-    except ImportError:
-        return {}
-    report = getattr(musicality, "evaluate_report", None)
-    if report is None or not args.samples:
-        return {}
-    return report(model_folder, data, tokenizer, samples=args.samples, seed=args.seed, png=args.png)
+        return musicality.evaluate_report(model_folder, data, tokenizer, samples=args.samples,
+                                          seed=args.seed, png=args.png)
+    except ModelFolderError as e:
+        raise UsageError(str(e))
 
 
 # -- the command -----------------------------------------------------------------------------
 def run_evaluate(args):
+    check_musicality_args(args)
     folder = Path(args.model) if args.model else default_model_folder()
     try:
         config = read_config(folder)
@@ -247,4 +257,51 @@ def evaluate_summary(result: dict) -> str:
         lines.append(f"model / n-gram bits per note: {ratio:.3f}")
     else:
         lines.append(f"no n-gram baseline: {result['baseline_note']}")
-    return "\n".join(lines)
+    return "\n".join(lines + musicality_summary(result))
+
+
+def musicality_summary(result: dict) -> list[str]:
+    """Feature overlaps and originality figures as two tables side by side."""
+    if "musicality_note" in result:
+        return [f"no musicality statistics: {result['musicality_note']}"]
+    if "musicality" not in result:
+        return []
+    sets = result["musicality_sets"]
+    left = [f"{'feature':<20}{'overlap':>8}{'KL':>7}"]
+    for name, s in result["musicality"].items():
+        left.append(f"{name:<20}{s['overlap']:8.3f}{s['kl']:7.3f}")
+    right = originality_table(result.get("originality"))
+    width = max(len(line) for line in left)
+    rows = [f"{a:<{width}}   {b}".rstrip()
+            for a, b in itertools.zip_longest(left, right, fillvalue="")]
+    lines = ["", f"{sets['generated']} generated melodies against {sets['human']} human ones: "
+                 "overlap 1 and KL 0 mean alike", *rows]
+    if "originality" in result:
+        lines.append("originality: notes in a row also found in the training set "
+                     f"({result['originality']['index']})")
+    else:
+        lines.append(f"no originality check: {result['originality_note']}")
+    if "png" in result:
+        lines.append(f"drawn: {result['png']}")
+    return lines
+
+
+def originality_table(report: dict | None) -> list[str]:
+    if not report:
+        return []
+    share = f"share_{report['ngram']}"
+    gen, human = report["generated"], report["human"]
+
+    def fmt(value, spec):
+        return "-" if value is None else format(value, spec)
+
+    rows = [("longest run, median", "longest_run", "median", ".1f"),
+            ("longest run, p95", "longest_run", "p95", ".1f"),
+            (f"{report['ngram']}-note share, mean", share, "mean", ".3f"),
+            (f"{report['ngram']}-note share, p95", share, "p95", ".3f")]
+    lines = [f"{'originality':<22}{'generated':>10}{'human':>8}"]
+    for label, key, stat, spec in rows:
+        lines.append(f"{label:<22}{fmt(gen[key][stat], spec):>10}{fmt(human[key][stat], spec):>8}")
+    lines.append(f"{'flagged (> human p95)':<22}{fmt(gen['flagged'], '.1%'):>10}"
+                 f"{fmt(human['flagged'], '.1%'):>8}")
+    return lines

@@ -23,7 +23,7 @@ Three parts, all NumPy:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -631,3 +631,108 @@ def _draw_scalar(ax, sets: dict, name: str) -> None:
         ax.hist(v[name], bins=bins, density=True, histtype="stepfilled", alpha=0.45,
                 color=_COLOURS[who], label=who)
     ax.set_ylabel("density", fontsize=8)
+
+
+# -- a model's melodies against human ones (evaluate) ------------------------------
+
+HUMAN_LIMIT = 1000  # human melodies compared at most; pairwise distances grow as n^2
+MAX_SAMPLE_NOTES = 512
+
+
+def evaluate_report(model_folder, data, tokenizer, samples: int, seed: int = 0,
+                    png=None) -> dict:
+    """Musicality and originality of ``samples`` melodies of the model against ``data``.
+
+    ``data`` is the token data evaluate scores (``TokenData``); its pieces,
+    decoded, are the human set (a seeded subset of ``HUMAN_LIMIT`` when there
+    are more). Melodies are sampled with the NumPy sampler at temperature 1.0
+    and end by themselves, except that each is cut to a length drawn from the
+    human pieces' note counts: pitch range, pitch classes used and repetition
+    grow with length, so both sets must share one spread of lengths for the
+    comparison to be about style. The training set's index comes from the
+    model folder's ``originality.npz``, else from its training split; without
+    either, ``originality_note`` says why. With ``png`` the features are drawn
+    there. ``samples`` of 0 gives ``{}``.
+    """
+    if not samples:
+        return {}
+    rng = np.random.default_rng(seed)
+    human = human_melodies(data, tokenizer, rng)
+    if len(human) < 2:
+        return {"musicality_note": f"musicality needs at least 2 pieces to compare with, "
+                                   f"got {len(human)}"}
+    lengths = np.array([m.n_notes for m in human])
+    caps = np.clip(rng.choice(lengths, samples), 1, MAX_SAMPLE_NOTES)
+    generated, cut = sample_melodies(model_folder, tokenizer, caps, seed)
+    stats = compare(generated, human)
+    report = {
+        "musicality": stats,
+        "musicality_sets": {
+            "generated": len(generated),
+            "human": len(human),
+            "generated_notes_mean": float(np.mean([m.n_notes for m in generated])),
+            "human_notes_mean": float(lengths.mean()),
+            "cut": cut,  # share of generated melodies cut to their drawn length
+        },
+    }
+    index, where = training_index(model_folder, tokenizer)
+    if index is None:
+        report["originality_note"] = where
+    else:
+        report["originality"] = dict(originality(generated, human, index), index=where)
+    if png:
+        title = f"{model_folder}: {len(generated)} generated vs {len(human)} human melodies"
+        report["png"] = str(draw(generated, human, png, title=title, stats=stats))
+    return report
+
+
+def human_melodies(data, tokenizer, rng) -> list[Melody]:
+    """The pieces of ``data`` decoded, at most ``HUMAN_LIMIT`` of them (a seeded choice)."""
+    chosen = np.arange(len(data))
+    if len(chosen) > HUMAN_LIMIT:
+        chosen = np.sort(rng.choice(chosen, HUMAN_LIMIT, replace=False))
+    return [tokenizer.decode(data.piece(int(i))) for i in chosen]
+
+
+def sample_melodies(model_folder, tokenizer, caps: np.ndarray, seed: int):
+    """One melody per cap, sampled at temperature 1.0 and cut to at most its cap's notes.
+
+    Returns the melodies and the share that were cut (that had not ended by then).
+    """
+    from melody.sample import NumpyGRU, SampleConfig, sample
+
+    model = NumpyGRU.load(model_folder)
+    config = SampleConfig(n=len(caps), notes=int(caps.max()), temperature=1.0, seed=seed)
+    melodies = [tokenizer.decode(p) for p in sample(model, tokenizer, config)]
+    cut = [m.n_notes > cap for m, cap in zip(melodies, caps)]
+    return [first_notes(m, int(cap)) for m, cap in zip(melodies, caps)], float(np.mean(cut))
+
+
+def first_notes(m: Melody, count: int) -> Melody:
+    if m.n_notes <= count:
+        return m
+    velocities = None if m.velocities is None else m.velocities[:count]
+    return replace(m, pitches=m.pitches[:count], onsets=m.onsets[:count],
+                               durations=m.durations[:count], velocities=velocities)
+
+
+def training_index(model_folder, tokenizer) -> tuple[OriginalityIndex | None, str]:
+    """The model's training melodies indexed, and where from; or None and why not."""
+    from melody.evaluate import baseline_training_data
+    from melody.model import read_config
+
+    path = Path(model_folder) / ORIGINALITY_FILE
+    damaged = ""
+    if path.is_file():
+        try:
+            return load_originality(path), str(path)
+        except ValueError as e:
+            damaged = f"{e}; "
+    config = read_config(model_folder)
+    train, why_not = baseline_training_data(config)
+    if train is None:
+        return None, f"{damaged}no usable {path} and {why_not}"
+    melodies = [tokenizer.decode(p) for p in train.pieces()]
+    folder = config["data"]["folder"]
+    where = f"built from {len(melodies)} training pieces of {folder}"
+    return OriginalityIndex.from_melodies(melodies), where

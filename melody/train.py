@@ -387,6 +387,7 @@ class Trainer:
         self.progress = Progress(learning_rate=train_cfg.learning_rate)
         self.best_weights = None
         self.replicas = 1
+        self.originality_saved = False
 
     # -- setup ----------------------------------------------------------------
     def start(self, strategy):
@@ -496,6 +497,24 @@ class Trainer:
         weights = self.best_weights if self.best_weights is not None else self.model.get_weights()
         save_model_folder(self.out, inference_copy(self.model_cfg, weights), self.tokenizer,
                           self.folder_config())
+        self.save_originality()
+
+    def save_originality(self) -> None:
+        """``originality.npz``, for ``generate --check-originality``: the training melodies'
+        runs of notes, with thresholds from the validation melodies.
+
+        The splits do not change during a run, so the first save writes it (about
+        1 s for the folk corpus) and later saves leave it.
+        """
+        from melody.musicality import ORIGINALITY_FILE, build_originality_file
+
+        if self.originality_saved:
+            return
+        decode = self.tokenizer.decode
+        build_originality_file([decode(p) for p in self.train_data.pieces()],
+                               [decode(p) for p in self.val_data.pieces()],
+                               self.out / ORIGINALITY_FILE)
+        self.originality_saved = True
 
     # -- the loop -----------------------------------------------------------------
     def run(self, stop: StopRequest) -> str:

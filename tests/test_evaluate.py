@@ -148,3 +148,100 @@ def test_order_out_of_range_is_refused():
     lm = NGram.fit(CORPUS, vocab_size=12, max_order=2)
     with pytest.raises(ValueError, match="order must be in range 1..2, got 3"):
         lm.distribution([5], 3)
+
+
+# -- musicality and originality of sampled melodies ------------------------------------------
+@pytest.fixture(scope="module")
+def with_samples(model, dataset, tmp_path_factory):
+    png = tmp_path_factory.mktemp("png") / "stats.png"
+    code, result, err = run_cli("evaluate", "--model", model[0], "--data", dataset,
+                                "--samples", 6, "--seed", 3, "--png", png, "--json")
+    assert code == 0, err
+    return result, err, png
+
+
+def test_samples_give_every_feature_and_originality_side_by_side(with_samples, model):
+    from melody.musicality import FEATURES
+
+    result, err, png = with_samples
+    assert set(result["musicality"]) == set(FEATURES)
+    for stats in result["musicality"].values():
+        assert 0.0 <= stats["overlap"] <= 1.0 and stats["kl"] >= 0.0
+    origin = result["originality"]
+    assert origin["index"] == str(model[0] / "originality.npz")  # written by train
+    for side, count in (("generated", 6), ("human", result["pieces"])):
+        assert origin[side]["melodies"] == count
+        assert {"mean", "median", "p95"} <= set(origin[side]["longest_run"])
+        assert 0.0 <= origin[side]["flagged"] <= 1.0
+    # the tiny corpus repeats three motifs, so human pieces share long runs with training
+    assert origin["human"]["longest_run"]["median"] >= 8
+    sets = result["musicality_sets"]
+    assert (sets["generated"], sets["human"]) == (6, result["pieces"])
+    assert "pitch_classes" in err and "flagged (> human p95)" in err  # the text tables
+
+
+def test_png_is_written_where_asked(with_samples):
+    result, _, png = with_samples
+    assert result["png"] == str(png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_same_seed_same_statistics(with_samples, model, dataset):
+    code, again, err = run_cli("evaluate", "--model", model[0], "--data", dataset,
+                               "--samples", 6, "--seed", 3, "--json")
+    assert code == 0, err
+    assert again["musicality"] == with_samples[0]["musicality"]
+    assert "png" not in again
+
+
+def test_sampled_melodies_are_cut_to_their_drawn_lengths(model):
+    from melody.model import load_tokenizer
+    from melody.musicality import sample_melodies
+
+    caps = np.array([2, 5, 9, 30])
+    melodies, cut = sample_melodies(model[0], load_tokenizer(model[0]), caps, seed=0)
+    counts = [m.n_notes for m in melodies]
+    assert all(1 <= n <= cap for n, cap in zip(counts, caps))
+    # a cut melody has exactly its cap's notes (one may also end there by itself)
+    assert cut <= np.mean([n == cap for n, cap in zip(counts, caps)])
+    for m in melodies:  # a cut melody is still a melody: notes in order, never overlapping
+        assert (np.diff(m.onsets) >= m.durations[:-1]).all()
+
+
+def test_no_samples_no_report(model, dataset):
+    from melody.model import load_tokenizer
+    from melody.musicality import evaluate_report
+
+    data = load_dataset(dataset).split("val")
+    assert evaluate_report(model[0], data, load_tokenizer(model[0]), samples=0, seed=0) == {}
+
+
+def test_originality_without_its_file(model, dataset, tmp_path):
+    folder = tmp_path / "copy"
+    shutil.copytree(model[0], folder)
+    (folder / "originality.npz").unlink()
+    code, result, err = run_cli("evaluate", "--model", folder, "--data", dataset,
+                                "--samples", 3, "--json")
+    assert code == 0, err
+    train_pieces = len(load_dataset(dataset).split("train"))
+    built = f"built from {train_pieces} training pieces of {dataset}"
+    assert result["originality"]["index"] == built
+
+    config = json.loads((folder / "config.json").read_text())
+    config["data"]["folder"] = str(tmp_path / "gone")
+    (folder / "config.json").write_text(json.dumps(config))
+    code, result, err = run_cli("evaluate", "--model", folder, "--data", dataset,
+                                "--samples", 3, "--json")
+    assert code == 0, err
+    assert "originality" not in result and "not available" in result["originality_note"]
+    assert set(result["musicality"]) and "no originality check" in err
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--samples", "1"], "--samples must be 0 (skip) or at least 2"),
+    (["--samples", "0", "--png", "x.png"], "--png draws the musicality statistics"),
+])
+def test_musicality_flags_are_checked_first(model, flags, message):
+    code, _, err = run_cli("evaluate", "--model", model[0], *flags)
+    assert code == 2 and message in err
+    assert len(err.strip().splitlines()) == 1

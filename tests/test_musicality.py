@@ -252,3 +252,38 @@ def test_draw_writes_a_png_of_the_documented_size(tmp_path):
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = struct.unpack(">II", data[16:24])
     assert (width, height) == (1200, 900)
+
+
+# -- evaluate's report -----------------------------------------------------------------
+
+
+def test_first_notes_cuts_a_melody_and_keeps_the_rest():
+    cut = mu.first_notes(C_MAJOR, 3)
+    assert cut.pitches.tolist() == [60, 62, 64] and cut.onsets.tolist() == [0, 12, 24]
+    assert cut.time_signature == C_MAJOR.time_signature
+    assert mu.first_notes(C_MAJOR, 20) is C_MAJOR
+
+
+def token_data(melodies):
+    from melody.data import TokenData
+    from melody.tokenizer import Tokenizer
+
+    tok = Tokenizer()
+    return TokenData.from_pieces([tok.encode(m) for m in melodies]), tok
+
+
+def test_human_set_is_a_seeded_subset_when_large(monkeypatch):
+    monkeypatch.setattr(mu, "HUMAN_LIMIT", 4)
+    data, tok = token_data([C_MAJOR.transpose(s) for s in range(10)])
+    first = mu.human_melodies(data, tok, np.random.default_rng(0))
+    again = mu.human_melodies(data, tok, np.random.default_rng(0))
+    assert len(first) == 4
+    assert [m.pitches.tolist() for m in first] == [m.pitches.tolist() for m in again]
+    assert len({int(m.pitches[0]) for m in first}) == 4  # four different pieces
+
+
+def test_report_needs_two_human_pieces(tmp_path):
+    data, tok = token_data([C_MAJOR])
+    report = mu.evaluate_report(tmp_path, data, tok, samples=5, seed=0)
+    note = "musicality needs at least 2 pieces to compare with, got 1"
+    assert report == {"musicality_note": note}

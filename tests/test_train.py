@@ -326,3 +326,21 @@ def test_music_folder_is_prepared_on_the_fly(tmp_path, monkeypatch):
 def test_missing_data_is_one_line(tmp_path):
     code, _, err = run_cli("train", "--data", tmp_path / "nothing", "--out", tmp_path / "m")
     assert code == 2 and "--data must be a prepared dataset" in err
+
+
+def test_model_folder_has_an_originality_index_for_generate(trained, dataset, tmp_path):
+    from melody.musicality import load_originality
+
+    index = load_originality(trained[0] / "originality.npz")
+    train = load_dataset(dataset).split("train")
+    assert len(index.runs.lengths) == len(train)  # every training piece is indexed
+    piece = load_dataset(dataset).tokenizer.decode(train.piece(5))
+    assert index.longest_runs([piece.transpose(2)])[0] == piece.n_notes
+    assert index.thresholds is not None  # set from the validation pieces
+    code, result, err = run_cli("generate", "--model", trained[0], "--check-originality",
+                                "-n", 2, "--seed", 1, "--out", tmp_path, "--json")
+    assert code == 0, err
+    assert len(result["files"]) == 2
+    for entry in result["files"]:
+        assert set(entry["originality"]) == {"longest_run", "share_8", "flagged"}
+        assert 0 <= entry["originality"]["longest_run"] <= entry["notes"]

@@ -1,0 +1,81 @@
+"""The model shipped inside the package: it loads, fits today's tokenizer, and makes music."""
+
+import json
+
+import numpy as np
+import pytest
+
+from melody.cli import main
+from melody.model import ModelConfig, default_model_folder, load_tokenizer, read_config
+from melody.sample import NumpyGRU, SampleConfig, sample
+from melody.tokenizer import Tokenizer
+
+FOLDER = default_model_folder()
+
+
+def test_shipped_model_is_complete_and_small():
+    for name in ("model.keras", "tokenizer.json", "config.json", "originality.npz"):
+        assert (FOLDER / name).is_file(), name
+    total = sum(p.stat().st_size for p in FOLDER.iterdir() if p.is_file())
+    assert total <= 15 * 2**20
+
+
+def test_shipped_model_matches_the_current_tokenizer():
+    config = read_config(FOLDER)
+    tok = load_tokenizer(FOLDER, config)
+    assert tok == Tokenizer()
+    assert tok.names == Tokenizer().names
+    assert ModelConfig.from_dict(config["model"]).vocab_size == Tokenizer().vocab_size
+
+
+def test_shipped_model_beats_the_ngram_it_was_measured_against():
+    # Written by `melody evaluate --json` on the folk validation split when shipped.
+    evaluation = read_config(FOLDER)["evaluation"]
+    assert evaluation["model"]["bits_per_note"] < 0.8 * evaluation["baseline"]["bits_per_note"]
+
+
+def test_shipped_model_generates_valid_melodies():
+    tok = load_tokenizer(FOLDER)
+    seqs = sample(NumpyGRU.load(FOLDER), tok, SampleConfig(n=8, seed=3, bars=8))
+    for seq in seqs:
+        assert tok.is_valid(seq)
+        melody = tok.decode(seq)
+        assert melody.n_notes >= 8
+        assert 36 <= melody.pitches.min() and melody.pitches.max() <= 96
+
+
+def test_generate_uses_the_shipped_model_by_default(tmp_path, capsys):
+    assert main(["generate", "-n", "2", "--seed", "5", "--out", str(tmp_path), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["model"] == str(FOLDER)
+    assert len(result["files"]) == 2
+    sidecar = json.loads(open(result["files"][0]["json"]).read())
+    assert sidecar["seed"] == 5 and sidecar["notes"] == result["files"][0]["notes"]
+
+
+@pytest.mark.parametrize("key_name", ["D", "Gm", "Bb", "F#m"])
+def test_music21_hears_the_requested_key(key_name):
+    import music21
+
+    from melody.notes import Key
+
+    tok = load_tokenizer(FOLDER)
+    key = Key.parse(key_name)
+    agree = 0
+    for seq in sample(NumpyGRU.load(FOLDER), tok, SampleConfig(n=10, seed=11, key=key_name)):
+        m = tok.decode(seq)
+        stream = music21.stream.Stream()
+        for p, on, d in zip(m.pitches, m.onsets, m.durations):
+            note = music21.note.Note(int(p))
+            note.quarterLength = int(d) / 12
+            stream.insert(int(on) / 12, note)
+        found = stream.analyze("key")
+        agree += Key(found.tonic.pitchClass, found.mode) == key
+    assert agree >= 9
+
+
+def test_melodies_vary_with_the_seed():
+    tok = load_tokenizer(FOLDER)
+    a = sample(NumpyGRU.load(FOLDER), tok, SampleConfig(n=2, seed=1, notes=32))
+    b = sample(NumpyGRU.load(FOLDER), tok, SampleConfig(n=2, seed=2, notes=32))
+    assert not np.array_equal(a[0], b[0])
