@@ -10,7 +10,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
+import os
 import sys
+from pathlib import Path
 
 from melody import __version__
 
@@ -45,8 +48,8 @@ def positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a number, got {text!r}")
-    if not value > 0 or value != value or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+    if not 0 < value < float("inf"):  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be a finite number greater than 0, got {text}")
     return value
 
 
@@ -122,7 +125,8 @@ class _HelpFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if "default" in text or action.default in (False, argparse.SUPPRESS):
+        # `is`, not `in`: a default of 0 equals False but must still be shown.
+        if "default" in text or action.default is False or action.default is argparse.SUPPRESS:
             return text
         if action.default is None:
             return text + " (default: not set)" if action.option_strings else text
@@ -282,11 +286,51 @@ def _handler(command: str):
     return handler
 
 
+def check_together(args) -> None:
+    """Checks that need more than one flag, or the file system; UsageError when one fails."""
+    lowest, highest = getattr(args, "lowest", None), getattr(args, "highest", None)
+    if lowest is not None and highest is not None and lowest > highest:
+        raise UsageError(f"--lowest {lowest} is above --highest {highest}; "
+                         "give a lowest pitch at or below the highest")
+    if getattr(args, "out", None):
+        _check_folder("--out", args.out)
+    if getattr(args, "png", None) and isinstance(args.png, str):  # evaluate's --png FILE
+        if os.path.isdir(args.png):
+            raise UsageError(f"--png must be a file name, got the folder {args.png}")
+        _check_folder("--png", os.path.dirname(args.png) or ".", args.png)
+
+
+def _check_folder(flag: str, folder, given=None) -> None:
+    """No file where ``folder``, or a folder above it, must be (mkdir would fail)."""
+    path = Path(folder)
+    for place in (path, *path.parents):
+        if os.path.lexists(place):
+            if place.is_dir():
+                return
+            if given is None and place == path:
+                raise UsageError(f"{flag} must be a folder, got the file {path}")
+            raise UsageError(f"{flag} {given or folder}: {place} is a file, not a folder")
+
+
+def _json_safe(value):
+    """NaN and infinity are not JSON: strict parsers refuse them, so they become null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if hasattr(value, "tolist"):  # NumPy scalars and arrays
+        return _json_safe(value.tolist())
+    return value
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     prog = f"melody {args.command}"
     try:
+        check_together(args)
         # Libraries that print (pyfluidsynth does when $CI is set) must not corrupt --json.
         with contextlib.redirect_stdout(sys.stderr):
             result, summary = _handler(args.command)(args)
@@ -303,5 +347,5 @@ def main(argv=None) -> int:
     if summary:
         print(summary, file=sys.stderr if args.json else sys.stdout)
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps(_json_safe(result), allow_nan=False))
     return 1 if result.get("errors") else 0  # some inputs failed (each named on stderr)

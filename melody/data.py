@@ -29,6 +29,7 @@ import json
 import os
 import signal
 import sys
+import tempfile
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from melody.fileio import atomic_path, atomic_write_text
+from melody.fileio import atomic_open, atomic_write_text, remove_written
 from melody.notes import Melody
 from melody.tokenizer import Tokenizer, TokenizerConfig
 
@@ -101,9 +102,8 @@ def load_dataset(folder) -> Dataset:
 def write_split(folder, name: str, data: TokenData) -> None:
     """Write one split's arrays atomically."""
     for suffix, array in (("tokens", data.tokens), ("offsets", data.offsets)):
-        with atomic_path(Path(folder) / f"{name}.{suffix}.npy") as tmp:
-            with open(tmp, "wb") as f:
-                np.save(f, np.asarray(array))
+        with atomic_open(Path(folder) / f"{name}.{suffix}.npy") as f:
+            np.save(f, np.asarray(array))
 
 
 def write_manifest(folder, manifest: dict) -> None:
@@ -113,21 +113,18 @@ def write_manifest(folder, manifest: dict) -> None:
     pure-Python one (seconds for a large collection) and one big string
     would double the memory the manifest takes.
     """
-    with atomic_path(Path(folder) / "manifest.json") as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write("{")
-            for n, (key, value) in enumerate(manifest.items()):
-                f.write(f"{',' if n else ''}\n {json.dumps(key)}: ")
-                if isinstance(value, list) and value:
-                    f.write("[")
-                    for i, item in enumerate(value):
-                        f.write(f"{',' if i else ''}\n  {json.dumps(item)}")
-                    f.write("\n ]")
-                else:
-                    f.write(json.dumps(value))
-            f.write("\n}\n")
-            f.flush()
-            os.fsync(f.fileno())
+    with atomic_open(Path(folder) / "manifest.json", "w", encoding="utf-8") as f:
+        f.write("{")
+        for n, (key, value) in enumerate(manifest.items()):
+            f.write(f"{',' if n else ''}\n {json.dumps(key)}: ")
+            if isinstance(value, list) and value:
+                f.write("[")
+                for i, item in enumerate(value):
+                    f.write(f"{',' if i else ''}\n  {json.dumps(item)}")
+                f.write("\n ]")
+            else:
+                f.write(json.dumps(value))
+        f.write("\n}\n")
 
 
 # -- prepare: collections -> a dataset folder ----------------------------------------
@@ -313,14 +310,24 @@ class _Prepare:
             data[name] = TokenData.from_pieces([u["tokens_array"] for u in chosen])
         manifest = self._manifest(files, units, found, data)
         self.out.mkdir(parents=True, exist_ok=True)
-        # The manifest goes first and comes back last: a folder counts as a
-        # dataset (is_dataset) only when all of it is written.
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.out / "manifest.json")
-        self.tokenizer.save(self.out / "tokenizer.json")
-        for name in SPLITS:
-            write_split(self.out, name, data[name])
-        write_manifest(self.out, manifest)
+        # Everything is written aside first, so a full disk or Ctrl-C leaves the
+        # previous dataset as it was; then the manifest goes, the new files move
+        # in, and the manifest comes back last: a folder counts as a dataset
+        # (is_dataset) only when all of it is in place.
+        staging = Path(tempfile.mkdtemp(prefix=".new-", suffix=".tmp", dir=self.out))
+        try:
+            self.tokenizer.save(staging / "tokenizer.json")
+            for name in SPLITS:
+                write_split(staging, name, data[name])
+            write_manifest(staging, manifest)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.out / "manifest.json")
+            for path in sorted(staging.iterdir(), key=lambda p: p.name == "manifest.json"):
+                os.replace(path, self.out / path.name)
+        finally:
+            remove_written(list(staging.iterdir()))
+            with contextlib.suppress(OSError):  # never hide the error that got us here
+                staging.rmdir()
         return manifest
 
     def _manifest(self, files, units, found, data) -> dict:
@@ -585,9 +592,8 @@ class _Cache:
         tokens = np.concatenate(chunks).astype(np.uint16) if chunks else np.zeros(0, np.uint16)
         name = f"tokens-{hashlib.sha256(tokens.tobytes()).hexdigest()[:16]}.npy"
         self.folder.mkdir(parents=True, exist_ok=True)
-        with atomic_path(self.folder / name) as tmp:
-            with open(tmp, "wb") as out:
-                np.save(out, tokens)
+        with atomic_open(self.folder / name) as out:
+            np.save(out, tokens)
         index = {"header": self.header, "tokens": name, "files": entries}
         atomic_write_text(self.folder / "index.json", json.dumps(index) + "\n")
         for old in self.folder.glob("tokens-*.npy"):

@@ -34,22 +34,46 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_bytes(path, data: bytes) -> None:
+@contextlib.contextmanager
+def atomic_open(path, mode: str = "wb", **kwargs):
+    """Yield a file open for writing that becomes ``path`` only once written whole.
+
+    >>> with atomic_open(folder / "a.bin") as f:  # doctest: +SKIP
+    ...     f.write(b"...")
+    """
     with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(data)
+        with open(tmp, mode, **kwargs) as f:
+            yield f
             f.flush()
-            os.fsync(f.fileno())
+            os.fsync(f.fileno())  # the data is on disk before the name points at it
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    with atomic_open(path) as f:
+        f.write(data)
 
 
 def atomic_write_text(path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def atomic_save_keras(model, path) -> None:
+    """``model.save(path)`` whole or not at all (Keras insists on a ``.keras`` name)."""
+    with atomic_path(path) as tmp:
+        keras_path = tmp.with_suffix(".keras")
+        try:
+            model.save(keras_path)
+            os.replace(keras_path, tmp)
+        finally:
+            remove_written([keras_path])  # what a failed save left
+
+
 def reserve_name(folder, stem: str, suffixes: tuple[str, ...]) -> str:
     """First free name ``stem``, ``stem-2``, ... for which no ``name+suffix`` exists.
 
-    The ``.mid`` file is created exclusively so two runs never pick the same name.
+    The ``name+suffixes[0]`` file is created empty and exclusively so two runs
+    never pick the same name; a caller that fails before writing it calls
+    ``remove_written`` so the empty file does not stay behind.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -65,3 +89,10 @@ def reserve_name(folder, stem: str, suffixes: tuple[str, ...]) -> str:
             os.close(fd)
             return name
         n += 1
+
+
+def remove_written(paths) -> None:
+    """Remove the files a failed step wrote (best effort: the step's error matters more)."""
+    for path in paths:
+        with contextlib.suppress(OSError):
+            os.unlink(path)

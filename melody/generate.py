@@ -164,24 +164,32 @@ def _stem(args, seed: int, index: int) -> str:
 
 def write_melody(args, melody: Melody, stem: str, sidecar: dict) -> dict:
     """Write NAME.mid, the extras asked for, then NAME.json; return the paths and counts."""
-    from melody.fileio import atomic_write_text, reserve_name
+    from melody.fileio import atomic_write_text, remove_written, reserve_name
     from melody.midi_io import to_pretty_midi, write_midi
 
     out = Path(args.out)
     name = reserve_name(out, stem, SUFFIXES)
     entry = {"midi": str(out / f"{name}.mid"), "notes": sidecar["notes"],
              "seconds": sidecar["seconds"]}
-    write_midi(melody, entry["midi"])
-    extras = [kind for kind in ("wav", "png", "musicxml") if getattr(args, kind)]
-    if extras:
-        pm = to_pretty_midi(melody)
-        for kind in extras:
-            entry.update(_render(kind, pm, out / f"{name}.{kind}", name))
-    entry["json"] = str(out / f"{name}.json")
-    sidecar["files"] = {k: v for k, v in entry.items() if k not in ("notes", "seconds", "json")}
-    if "originality" in sidecar:
-        entry["originality"] = sidecar["originality"]
-    atomic_write_text(entry["json"], json.dumps(sidecar, indent=1) + "\n")
+    written = [entry["midi"]]  # the reserved, still empty, MIDI file first
+    try:
+        write_midi(melody, entry["midi"])
+        extras = [kind for kind in ("wav", "png", "musicxml") if getattr(args, kind)]
+        if extras:
+            pm = to_pretty_midi(melody)
+            for kind in extras:
+                written.append(str(out / f"{name}.{kind}"))
+                entry.update(_render(kind, pm, out / f"{name}.{kind}", name))
+        entry["json"] = str(out / f"{name}.json")
+        sidecar["files"] = {k: v for k, v in entry.items() if k not in ("notes", "seconds", "json")}
+        if "originality" in sidecar:
+            entry["originality"] = sidecar["originality"]
+        atomic_write_text(entry["json"], json.dumps(sidecar, indent=1) + "\n")
+    except BaseException:
+        # A melody is its MIDI file plus sidecar: never leave a part of one (disk
+        # full, Ctrl-C) where a later run would have to step around it.
+        remove_written(written)
+        raise
     return entry
 
 

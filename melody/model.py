@@ -160,9 +160,28 @@ def load_keras_model(folder):
         raise ModelFolderError(f"{path}: Lambda layers are refused (they can run arbitrary code)")
     k = keras()
     try:
-        return k.saving.load_model(path, safe_mode=True, compile=False)
+        model = k.saving.load_model(path, safe_mode=True, compile=False)
     except Exception as e:  # Keras raises many types for a damaged file
         raise ModelFolderError(f"{path}: could not be loaded ({type(e).__name__}: {e})")
+    _check_outputs(folder, model)
+    return model
+
+
+def _check_outputs(folder, model) -> None:
+    """The model must score exactly the tokens config.json (and so tokenizer.json) names."""
+    import json
+    from pathlib import Path
+
+    try:
+        vocab = json.loads((Path(folder) / CONFIG_FILE).read_text())["model"]["vocab_size"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # no config to hold it to (read_config reports a missing one)
+    outputs = model.output_shape[-1] if isinstance(model.output_shape, tuple) else None
+    if outputs != vocab:
+        raise ModelFolderError(
+            f"{folder}: {MODEL_FILE} has {outputs} outputs but config.json and "
+            f"{TOKENIZER_FILE} have {vocab} tokens"
+        )
 
 
 def save_model_folder(folder, model, tokenizer, config: dict) -> None:
@@ -171,14 +190,11 @@ def save_model_folder(folder, model, tokenizer, config: dict) -> None:
     import json
     from pathlib import Path
 
-    from melody.fileio import atomic_path, atomic_write_text
+    from melody.fileio import atomic_save_keras, atomic_write_text
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    with atomic_path(folder / MODEL_FILE) as tmp:
-        keras_path = tmp.with_suffix(".keras")
-        model.save(keras_path)
-        keras_path.replace(tmp)
+    atomic_save_keras(model, folder / MODEL_FILE)
     tokenizer.save(folder / TOKENIZER_FILE)
     config = dict(config)
     config["weights_digest"] = hashlib.sha256((folder / MODEL_FILE).read_bytes()).hexdigest()[:16]

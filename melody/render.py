@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from melody.fileio import atomic_path, atomic_write_bytes, reserve_name
+from melody.fileio import atomic_open, atomic_write_bytes, remove_written, reserve_name
 
 SAMPLE_RATE = 44100
 PEAK_DBFS = -1.0
@@ -247,8 +247,8 @@ def _remove_dc(audio: np.ndarray, window: float = 0.1) -> np.ndarray:
 
 def _write_pcm16(path, audio: np.ndarray) -> None:
     pcm = np.round(np.clip(audio, -1.0, 1.0) * 32767).astype("<i2")
-    with atomic_path(path) as tmp:
-        with wave.open(str(tmp), "wb") as w:
+    with atomic_open(path) as f:
+        with wave.open(f, "wb") as w:
             w.setnchannels(pcm.shape[1])
             w.setsampwidth(2)
             w.setframerate(SAMPLE_RATE)
@@ -282,8 +282,8 @@ def write_png(pm, path, title=None) -> None:
     if len(tracks) > 1:
         ax.legend(loc="upper right", fontsize=9, framealpha=0.9)
     fig.subplots_adjust(left=0.05, right=0.99, top=0.93, bottom=0.09)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=PNG_DPI)
+    with atomic_open(path) as f:
+        fig.savefig(f, format="png", dpi=PNG_DPI)
 
 
 def _roll_tracks(pm) -> list:
@@ -415,10 +415,9 @@ def render_file(source, kinds, out_dir=None, soundfont=None) -> dict:
     suffixes = tuple(OUTPUTS[k] for k in kinds)
     stem = reserve_name(folder, source.stem, suffixes)
     entry = {"source": str(source), "wav": None, "png": None, "musicxml": None, "synth": None}
-    placeholder = folder / (stem + suffixes[0])
+    targets = [folder / (stem + suffix) for suffix in suffixes]  # the first one is reserved
     try:
-        for kind in kinds:
-            target = folder / (stem + OUTPUTS[kind])
+        for kind, target in zip(kinds, targets):
             if kind == "wav":
                 entry["synth"] = write_wav(pm, target, soundfont=soundfont)
             elif kind == "png":
@@ -427,9 +426,9 @@ def render_file(source, kinds, out_dir=None, soundfont=None) -> dict:
                 write_musicxml(pm, target, title=source.stem)
             entry[kind] = str(target)
     except BaseException:
-        # reserve_name left an empty file to hold the name; do not leave it behind.
-        if placeholder.exists() and placeholder.stat().st_size == 0:
-            placeholder.unlink()
+        # A file is rendered whole or not at all: no empty reserved name, no
+        # WAV without the PNG asked for beside it.
+        remove_written(targets)
         raise
     return entry
 
@@ -446,11 +445,16 @@ def run_render(args):
     for source in args.files:
         try:
             files.append(render_file(source, kinds, args.out, args.soundfont))
+        except OSError:
+            raise  # the output side failed (disk full, read-only): every next file would too
         except Exception as e:  # one bad file never stops the run; its reason is shown
-            reason = str(e) if isinstance(e, (ValueError, OSError)) else f"{type(e).__name__}: {e}"
+            reason = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
             errors.append({"source": str(source), "error": reason})
-            print(f"melody render: error: {source}: {reason}", file=sys.stderr)
+            if len(args.files) > 1:
+                print(f"melody render: error: {source}: {reason}", file=sys.stderr)
     if not files:
+        if len(errors) == 1:
+            raise UsageError(f"{errors[0]['source']}: {errors[0]['error']}")
         raise UsageError(f"no file could be rendered ({len(errors)} failed, see above)")
     result = {"files": files, "errors": errors}
     return result, _summary(files, errors)

@@ -149,6 +149,7 @@ def read_keras_weights(path):
         raise ModelFolderError(f"{path}: not a Keras 3 model file ({e})")
     layers, groups, used = {}, {}, {}
     for layer in arch.get("config", {}).get("layers", []):
+        _check_layer(path, layer)
         base = _snake_case(layer["class_name"])
         used[base] = used.get(base, -1) + 1
         groups[layer["name"]] = base if used[base] == 0 else f"{base}_{used[base]}"
@@ -178,6 +179,21 @@ def read_keras_weights(path):
     if not grus:
         raise ModelFolderError(f"{path}: no GRU layers named gru_0...; not a melody model")
     return embedding, grus, logits_kernel, logits_bias
+
+
+KNOWN_LAYERS = ("InputLayer", "Embedding", "GRU", "Dropout", "Dense")
+
+
+def _check_layer(path, layer: dict) -> None:
+    """Refuse layers the NumPy sampler would silently skip (a Lambda most of all)."""
+    from melody.model import ModelFolderError
+
+    kind = layer.get("class_name")
+    if kind == "Lambda":
+        raise ModelFolderError(f"{path}: Lambda layers are refused (they can run arbitrary code)")
+    if kind not in KNOWN_LAYERS:
+        raise ModelFolderError(f"{path}: layer {layer.get('name')!r} is a {kind}; a melody "
+                               f"model has only {', '.join(KNOWN_LAYERS)} layers")
 
 
 def _check_gru(path, cfg: dict) -> None:

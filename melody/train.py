@@ -156,15 +156,12 @@ def list_checkpoints(out: Path) -> list[Path]:
 
 def save_checkpoint(out: Path, model, state: dict, stopped: bool = False) -> Path:
     """Write weights + optimizer state, then the state JSON that marks it complete."""
-    from melody.fileio import atomic_path, atomic_write_text
+    from melody.fileio import atomic_save_keras, atomic_write_text
 
     folder = checkpoint_dir(out)
     folder.mkdir(parents=True, exist_ok=True)
     stem = f"epoch-{state['epoch']:03d}" + ("-stop" if stopped else "")
-    with atomic_path(folder / f"{stem}.keras") as tmp:
-        keras_path = tmp.with_suffix(".keras")
-        model.save(keras_path)
-        keras_path.replace(tmp)
+    atomic_save_keras(model, folder / f"{stem}.keras")
     atomic_write_text(folder / f"{stem}.json", json.dumps(state, indent=1) + "\n")
     for old in list_checkpoints(out)[:-KEEP_CHECKPOINTS]:
         old.unlink(missing_ok=True)

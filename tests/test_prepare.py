@@ -170,17 +170,20 @@ def test_bad_sources_are_one_line_usage_errors(tmp_path, capsys):
     assert "no music files" in err and err.count("\n") == 1
 
 
-def test_failed_write_leaves_no_dataset_that_looks_complete(collection, tmp_path, capsys,
-                                                            monkeypatch):
+def test_failed_write_keeps_the_previous_dataset_and_makes_no_new_one(collection, tmp_path,
+                                                                     capsys, monkeypatch):
     out = tmp_path / "ds"
     prepare_cli(capsys, collection, "--out", out)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
 
     def disk_full(*args):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(data, "write_split", disk_full)
     assert main(["prepare", str(collection), "--out", str(out)]) == 1
-    assert not data.is_dataset(out)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert main(["prepare", str(collection), "--out", str(tmp_path / "new")]) == 1
+    assert not data.is_dataset(tmp_path / "new")
 
 
 def test_a_folder_that_cannot_be_listed_is_reported_not_fatal(collection, tmp_path, capsys,
