@@ -68,3 +68,8 @@ def tensorflow():
 
     tf.get_logger().setLevel("ERROR")
     return tf
+
+
+def backend_name() -> str:
+    """Keras's backend: "tensorflow" unless KERAS_BACKEND chose another (e.g. "torch")."""
+    return keras().backend.backend()

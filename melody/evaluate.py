@@ -69,20 +69,13 @@ class ModelScorer:
     """
 
     def __init__(self, model, tokenizer, token_budget: int = 32768, max_batch: int = 64):
-        from melody.backend import tensorflow
+        from melody.backend import backend_name
 
-        tf = tensorflow()
         self.tokenizer = tokenizer
         self.token_budget = token_budget
         self.max_batch = max_batch
-        spec = tf.TensorSpec([None, None], tf.int32)
-
-        @tf.function(input_signature=[spec, spec])
-        def nll(inputs, targets):
-            logits = tf.cast(model(inputs, training=False), tf.float32)
-            return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits)
-
-        self._nll = nll
+        make = _tf_nll if backend_name() == "tensorflow" else _keras_nll
+        self._nll = make(model)
 
     def batches(self, data: TokenData):
         """Lists of piece indices, shortest pieces first, within the token budget."""
@@ -107,12 +100,42 @@ class ModelScorer:
             padded = np.zeros((len(pieces), width), dtype=np.int32)
             for row, piece in enumerate(pieces):
                 padded[row, : len(piece)] = piece
-            nll = self._nll(padded[:, :-1], padded[:, 1:]).numpy() / LOG2
+            nll = self._nll(padded[:, :-1], padded[:, 1:]) / LOG2
             targets = padded[:, 1:]
             mask = np.arange(width - 1)[None, :] < (np.array([len(p) for p in pieces]) - 1)[:, None]
             totals.add(nll[mask], targets[mask], self.tokenizer.is_pitch(targets[mask]))
             totals.pieces += len(pieces)
         return totals
+
+
+def _tf_nll(model):
+    """Per-token NLL in nats as numpy, from one traced graph for all batch shapes."""
+    from melody.backend import tensorflow
+
+    tf = tensorflow()
+    spec = tf.TensorSpec([None, None], tf.int32)
+
+    @tf.function(input_signature=[spec, spec])
+    def nll(inputs, targets):
+        logits = tf.cast(model(inputs, training=False), tf.float32)
+        return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits)
+
+    return lambda inputs, targets: nll(inputs, targets).numpy()
+
+
+def _keras_nll(model):
+    """The same through keras.ops, for Keras backends other than TensorFlow."""
+    from melody.backend import keras
+
+    ops = keras().ops
+
+    def nll(inputs, targets):
+        logits = ops.cast(model(inputs, training=False), "float32")
+        log_probs = ops.log_softmax(logits, axis=-1)
+        picked = ops.take_along_axis(log_probs, ops.expand_dims(targets, -1), axis=-1)
+        return -ops.convert_to_numpy(ops.squeeze(picked, -1))
+
+    return nll
 
 
 # -- the n-gram baseline ----------------------------------------------------------------

@@ -21,6 +21,7 @@ import numpy as np  # noqa: E402
 
 from melody.cli import UsageError  # noqa: E402
 from melody.notes import Melody  # noqa: E402
+from melody.midi_io import lead_in_steps  # noqa: E402
 from melody.sample import NumpyGRU, SampleConfig, sample  # noqa: E402
 
 DEFAULT_TEMPO = 120.0
@@ -64,6 +65,8 @@ def run_generate(args):
             "index": i,
             "notes": melody.n_notes,
             "seconds": round(melody.seconds(int(tokenizer.steps_of(tokens).sum())), 6),
+            # A pickup is preceded by this much silence in the MIDI file (bar lines line up).
+            "lead_in_seconds": round(melody.seconds(lead_in_steps(melody)), 6),
             "key": melody.key.name if melody.key else None,
             "time_signature": "%d/%d" % melody.time_signature if melody.time_signature else None,
             "primer": _primer_end(primer, melody),

@@ -800,10 +800,20 @@ def _first_downbeat(part, bar_steps: int) -> int:
 # -- writing ------------------------------------------------------------------------
 
 
+def lead_in_steps(melody: Melody) -> int:
+    """Silence written before a pickup so that MIDI bar lines fall on the melody's downbeats."""
+    bar = melody.bar_steps
+    if not bar or melody.bar_phase % bar == 0:
+        return 0
+    return (-melody.bar_phase) % bar
+
+
 def to_pretty_midi(melody: Melody, velocity: int = 80):
     """A PrettyMIDI with one instrument: tempo, time and key signature, program.
 
-    Downbeats are played a little louder than other notes.
+    A pickup starts after ``lead_in_steps`` of silence, so the first full bar
+    starts on a bar line (as notation software expects). Downbeats are played
+    a little louder than other notes.
     """
     import pretty_midi
 
@@ -817,13 +827,15 @@ def to_pretty_midi(melody: Melody, velocity: int = 80):
         pm.key_signature_changes.append(pretty_midi.KeySignature(number, 0.0))
     inst = pretty_midi.Instrument(program=int(melody.program), name="melody")
     bar = melody.bar_steps
+    lead = lead_in_steps(melody)
     for i, (p, on, d) in enumerate(zip(melody.pitches, melody.onsets, melody.durations)):
         if melody.velocities is not None:
             v = int(melody.velocities[i])
         else:
             on_beat = bar and (int(on) - melody.bar_phase) % bar == 0
             v = min(127, velocity + 12) if on_beat else velocity
-        inst.notes.append(pretty_midi.Note(v, int(p), float(on) * step, float(on + d) * step))
+        on = int(on) + lead
+        inst.notes.append(pretty_midi.Note(v, int(p), on * step, (on + int(d)) * step))
     pm.instruments.append(inst)
     return pm
 

@@ -11,6 +11,10 @@ Every epoch leaves a checkpoint (weights and optimizer state) in
 ``MODEL/checkpoints`` so ``--resume`` loses at most one epoch, even after a
 kill. The first Ctrl-C stops at the end of the current batch and saves; the
 second aborts.
+
+Under ``KERAS_BACKEND=torch`` (no TensorFlow installed) the same run feeds
+``fit`` from a plain generator, logs scalars to ``MODEL/logs/scalars.jsonl``
+and allows only ``--strategy default``; the model folder is the same.
 """
 
 from __future__ import annotations
@@ -101,8 +105,12 @@ class WindowSampler:
             yield windows[:, :-1], windows[:, 1:]
 
     def dataset(self, seed):
-        from melody.backend import tensorflow
+        """What ``fit`` reads: a prefetching tf.data pipeline under TensorFlow,
+        the plain generator under other Keras backends."""
+        from melody.backend import backend_name, tensorflow
 
+        if backend_name() != "tensorflow":
+            return self.batches(seed)
         tf = tensorflow()
         spec = tf.TensorSpec((self.batch_size, self.seq_len), tf.int32)
         ds = tf.data.Dataset.from_generator(
@@ -220,7 +228,8 @@ class TensorBoardLog:
     """Scalars in TensorBoard's event format, written with core TensorFlow only.
 
     (``tf.summary.scalar`` needs the tensorboard package; ``tf.summary.write``
-    with the scalars plugin's metadata does not.)
+    with the scalars plugin's metadata does not.) Other Keras backends get
+    :class:`JsonLinesLog` instead (see :func:`scalar_log`).
     """
 
     def __init__(self, folder: Path):
@@ -240,6 +249,27 @@ class TensorBoardLog:
         self.writer.flush()
 
 
+class JsonLinesLog:
+    """The same scalars as :class:`TensorBoardLog`, one JSON object per line in
+    ``scalars.jsonl``: for Keras backends without TensorFlow (tf.summary)."""
+
+    def __init__(self, folder: Path):
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / "scalars.jsonl"
+
+    def write(self, step: int, scalars: dict) -> None:
+        line = {"step": step, **{tag: float(value) for tag, value in scalars.items()}}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(line) + "\n")
+
+
+def scalar_log(folder: Path):
+    """TensorBoard event files under TensorFlow, ``scalars.jsonl`` under other backends."""
+    from melody.backend import backend_name
+
+    return TensorBoardLog(folder) if backend_name() == "tensorflow" else JsonLinesLog(folder)
+
+
 def _stop_callback(stop: StopRequest):
     from melody.backend import keras
 
@@ -257,9 +287,24 @@ def _stop_callback(stop: StopRequest):
 
 
 # -- the model and its optimizer --------------------------------------------------------
-def make_strategy(name: str):
-    from melody.backend import tensorflow
+class SingleDevice:
+    """The default strategy's interface for backends without tf.distribute."""
 
+    num_replicas_in_sync = 1
+
+    def scope(self):
+        return contextlib.nullcontext()
+
+
+def make_strategy(name: str):
+    from melody.backend import backend_name, tensorflow
+
+    backend = backend_name()
+    if backend != "tensorflow":
+        if name != "default":
+            raise UsageError(f"--strategy {name} needs the tensorflow Keras backend, got "
+                             f"KERAS_BACKEND={backend}; use --strategy default")
+        return SingleDevice()
     tf = tensorflow()
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
@@ -467,6 +512,8 @@ class Trainer:
         }
 
     def folder_config(self) -> dict:
+        from melody.backend import backend_name
+
         p = self.progress
         best = next((h for h in p.history if h["epoch"] == p.best_epoch), None)
         metrics = {
@@ -479,6 +526,7 @@ class Trainer:
             "train_seconds": p.train_seconds,
         }
         train = self.cfg.to_dict()
+        train["backend"] = backend_name()
         train["seq_len"] = self.seq_len
         train["steps_per_epoch"] = self.steps
         return {
@@ -521,7 +569,7 @@ class Trainer:
 
         k = keras()
         callbacks = [_stop_callback(stop)]
-        board = TensorBoardLog(self.out / "logs")
+        board = scalar_log(self.out / "logs")
         scorer = ModelScorer(self.model, self.tokenizer)
         while self.progress.epoch < self.cfg.epochs:
             if self.progress.wait >= self.cfg.patience:

@@ -12,7 +12,7 @@ import pretty_midi
 import pytest
 
 from melody.cli import main
-from melody.midi_io import write_midi
+from melody.midi_io import lead_in_steps, write_midi
 from melody.model import ModelConfig, build_model, save_model_folder
 from melody.notes import STEPS_PER_QUARTER, Key, Melody
 from melody.sample import NumpyGRU, SampleConfig, sample
@@ -132,7 +132,9 @@ def test_files_read_back_give_exactly_the_sampled_notes(capsys, tmp_path, model_
     expected = sample(NumpyGRU.load(model_folder), TOK, SampleConfig(n=2, notes=24, seed=11))
     for f, tokens in zip(result["files"], expected):
         melody = TOK.decode(tokens)
-        want = list(zip(melody.pitches.tolist(), melody.onsets.tolist(), melody.durations.tolist()))
+        lead = lead_in_steps(melody)  # a pickup starts after silence, on the MIDI bar grid
+        want = list(zip(melody.pitches.tolist(), (melody.onsets + lead).tolist(),
+                        melody.durations.tolist()))
         assert len(want) == f["notes"]
         assert notes_by_pretty_midi(f["midi"]) == want
         assert notes_by_mido(f["midi"]) == sorted(want)
@@ -152,7 +154,11 @@ def test_bars_end_on_the_bar_line_and_range_key_hold(capsys, tmp_path, model_fol
         notes = pm.instruments[0].notes
         length = _grid(side["seconds"])
         assert 3 * bar <= length < 4 * bar  # three bars after a pickup shorter than a bar
-        assert all(_grid(n.end) <= length for n in notes)
+        # A pickup is preceded by silence in the file, so the end lands on a MIDI bar line.
+        lead = _grid(side["lead_in_seconds"])
+        assert lead < bar and (lead + length) % bar == 0
+        assert _grid(notes[0].start) >= lead
+        assert all(_grid(n.end) <= lead + length for n in notes)
         assert all(55 <= n.pitch <= 79 and n.pitch % 12 in key.scale_pitch_classes() for n in notes)
         assert pm.key_signature_changes[0].key_number == key.tonic + 12
 

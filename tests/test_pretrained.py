@@ -53,25 +53,28 @@ def test_generate_uses_the_shipped_model_by_default(tmp_path, capsys):
     assert sidecar["seed"] == 5 and sidecar["notes"] == result["files"][0]["notes"]
 
 
-@pytest.mark.parametrize("key_name", ["D", "Gm", "Bb", "F#m"])
-def test_music21_hears_the_requested_key(key_name):
+def test_music21_hears_the_requested_key():
+    """At least 9 melodies in 10 are in the key asked for, by music21's own analysis."""
     import music21
 
     from melody.notes import Key
 
     tok = load_tokenizer(FOLDER)
-    key = Key.parse(key_name)
-    agree = 0
-    for seq in sample(NumpyGRU.load(FOLDER), tok, SampleConfig(n=10, seed=11, key=key_name)):
-        m = tok.decode(seq)
-        stream = music21.stream.Stream()
-        for p, on, d in zip(m.pitches, m.onsets, m.durations):
-            note = music21.note.Note(int(p))
-            note.quarterLength = int(d) / 12
-            stream.insert(int(on) / 12, note)
-        found = stream.analyze("key")
-        agree += Key(found.tonic.pitchClass, found.mode) == key
-    assert agree >= 9
+    model = NumpyGRU.load(FOLDER)
+    agree = total = 0
+    for key_name in ["D", "Gm", "Bb", "F#m", "Em"]:
+        key = Key.parse(key_name)
+        for seq in sample(model, tok, SampleConfig(n=10, seed=11, key=key_name)):
+            m = tok.decode(seq)
+            stream = music21.stream.Stream()
+            for p, on, d in zip(m.pitches, m.onsets, m.durations):
+                note = music21.note.Note(int(p))
+                note.quarterLength = int(d) / 12
+                stream.insert(int(on) / 12, note)
+            found = stream.analyze("key")
+            agree += Key(found.tonic.pitchClass, found.mode) == key
+            total += 1
+    assert agree >= 0.9 * total
 
 
 def test_melodies_vary_with_the_seed():

@@ -130,6 +130,7 @@ def test_model_folder_contents(trained, dataset):
     assert config["model"] == {"vocab_size": 364, "embedding": 8, "units": 24, "layers": 1,
                                "dropout": 0.2, "reset_after": True}
     assert config["train"]["seq_len"] == 32 and config["train"]["steps_per_epoch"] == 40
+    assert config["train"]["backend"] == "tensorflow"
     assert config["data"] == {"folder": str(dataset), "digest": load_dataset(dataset).digest}
     assert config["metrics"]["val_bits_per_note"] == min(
         h["val_bits_per_note"] for h in config["history"])
@@ -294,6 +295,30 @@ def test_multi_worker_strategy_fails_with_one_line(dataset, tmp_path):
                            "--strategy", "multi-worker")
     assert code == 2
     assert "keras-team/keras/issues/20585" in err and len(err.strip().splitlines()) == 1
+
+
+def test_paths_for_other_keras_backends(dataset, tmp_path, monkeypatch):
+    """What KERAS_BACKEND=torch runs instead of tf.data, tf.summary, tf.distribute and
+    tf.function, exercised here under TensorFlow by naming another backend."""
+    import melody.backend
+    from melody.evaluate import ModelScorer
+    from melody.model import load_keras_model
+
+    monkeypatch.setattr(melody.backend, "backend_name", lambda: "torch")
+    code, _, err = run_cli("train", "--data", dataset, "--out", tmp_path / "m", *TINY,
+                           "--strategy", "mirrored")
+    assert code == 2 and "KERAS_BACKEND=torch" in err and len(err.strip().splitlines()) == 1
+    code, result, err = run_cli("train", "--data", dataset, "--out", tmp_path / "m", *TINY,
+                                "--epochs", 1, "--steps-per-epoch", 5, "--json")
+    assert code == 0, err
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["train"]["backend"] == "torch"
+    logged = json.loads((tmp_path / "m" / "logs" / "scalars.jsonl").read_text())
+    assert logged["step"] == 1 and logged["val/bits_per_note"] == result["val_bits_per_note"]
+    monkeypatch.undo()  # the TensorFlow scorer agrees with the keras.ops one used in training
+    scores = ModelScorer(load_keras_model(tmp_path / "m"), load_dataset(dataset).tokenizer)
+    assert scores.score(load_dataset(dataset).split("val")).report()["bits_per_note"] == \
+        pytest.approx(result["val_bits_per_note"], rel=1e-5)
 
 
 def write_midi_tunes(folder: Path, count: int) -> None:
