@@ -233,6 +233,8 @@ def _summary(result: dict, out) -> str:
              f"(seed {result['seed']}, model {result['model']})"]
     for f in result["files"]:
         extra = "".join(f", {k}" for k in ("wav", "png", "musicxml") if k in f)
+        if "synth" in f:
+            extra = extra.replace(", wav", f", wav ({f['synth']})", 1)
         lines.append(f"  {Path(f['midi']).name}: {f['notes']} notes, {f['seconds']:.1f} s{extra}")
         if f.get("originality", {}).get("flagged"):
             o = f["originality"]
