@@ -258,9 +258,11 @@ class JsonLinesLog:
         self.path = folder / "scalars.jsonl"
 
     def write(self, step: int, scalars: dict) -> None:
+        from melody.fileio import atomic_write_text
+
         line = {"step": step, **{tag: float(value) for tag, value in scalars.items()}}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(line) + "\n")
+        before = self.path.read_text() if self.path.exists() else ""
+        atomic_write_text(self.path, before + json.dumps(line) + "\n")  # a few KB a run
 
 
 def scalar_log(folder: Path):
