@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 from melody.cli import UsageError  # noqa: E402
 from melody.notes import Melody  # noqa: E402
 from melody.midi_io import lead_in_steps  # noqa: E402
-from melody.sample import NumpyGRU, SampleConfig, sample  # noqa: E402
+from melody.sample import NumpyGRU, SampleConfig, key_prior, sample  # noqa: E402
 
 DEFAULT_TEMPO = 120.0
 DEFAULT_PROGRAM = 0
@@ -46,7 +46,8 @@ def run_generate(args):
     primer = read_primer(args.primer, tokenizer) if args.primer else None
     config = _sample_config(args, seed)
     try:
-        sequences = sample(model, tokenizer, config, None if primer is None else primer.tokens)
+        sequences = sample(model, tokenizer, config, None if primer is None else primer.tokens,
+                           key_logp=key_prior(model_config, tokenizer))
     except ValueError as e:
         raise UsageError(str(e))
     tempo = args.tempo or (primer.melody.tempo if primer else DEFAULT_TEMPO)

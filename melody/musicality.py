@@ -598,7 +598,7 @@ def draw(generated, human, path, title: str | None = None, stats: dict | None = 
         ax.set_title(label, fontsize=10)
         ax.set_xlabel(feature.axis, fontsize=8)
         ax.tick_params(labelsize=8)
-    fig.legend(*axes[0].get_legend_handles_labels(), loc="upper right", ncol=2, fontsize=9)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="upper center", bbox_to_anchor=(0.5, 0.95), ncol=2, fontsize=9)
     if title:
         fig.suptitle(title, fontsize=13)
     fig.tight_layout(rect=(0, 0, 1, 0.95))
@@ -699,11 +699,13 @@ def sample_melodies(model_folder, tokenizer, caps: np.ndarray, seed: int):
 
     Returns the melodies and the share that were cut (that had not ended by then).
     """
-    from melody.sample import NumpyGRU, SampleConfig, sample
+    from melody.model import read_config
+    from melody.sample import NumpyGRU, SampleConfig, key_prior, sample
 
     model = NumpyGRU.load(model_folder)
     config = SampleConfig(n=len(caps), notes=int(caps.max()), temperature=1.0, seed=seed)
-    melodies = [tokenizer.decode(p) for p in sample(model, tokenizer, config)]
+    prior = key_prior(read_config(model_folder), tokenizer)
+    melodies = [tokenizer.decode(p) for p in sample(model, tokenizer, config, key_logp=prior)]
     cut = [m.n_notes > cap for m, cap in zip(melodies, caps)]
     return [first_notes(m, int(cap)) for m, cap in zip(melodies, caps)], float(np.mean(cut))
 

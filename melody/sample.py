@@ -524,11 +524,30 @@ class Constraints:
 # -- the sampling loop -----------------------------------------------------------------
 
 
-def sample(model: NumpyGRU, tokenizer: Tokenizer, config: SampleConfig, primer=None):
+def key_prior(model_config: dict, tokenizer: Tokenizer) -> np.ndarray | None:
+    """Log-probabilities [vocab] of the KEY tokens in the model's training collection.
+
+    Training transposes every tune, so the model itself spreads keys evenly;
+    sampling the first KEY from the collection's own keys keeps its melodies
+    in the keys the collection uses. None when the model folder has no prior.
+    """
+    prior = model_config.get("key_prior")
+    if not prior:
+        return None
+    logp = np.full(tokenizer.vocab_size, -np.inf)
+    for name, p in prior.items():
+        if name in tokenizer.ids and p > 0:
+            logp[tokenizer.ids[name]] = np.log(p)
+    return logp if np.isfinite(logp).any() else None
+
+
+def sample(model: NumpyGRU, tokenizer: Tokenizer, config: SampleConfig, primer=None,
+           key_logp: np.ndarray | None = None):
     """``config.n`` token sequences, each from BOS to EOS, sampled together.
 
     ``primer``: tokens from BOS on (no EOS) that every melody continues; with
-    ``config.key`` its KEY token is replaced. Returns a list of int arrays,
+    ``config.key`` its KEY token is replaced. ``key_logp`` (from ``key_prior``)
+    replaces the model's choice of KEY after BOS. Returns a list of int arrays,
     the primer included.
     """
     c = config
@@ -545,6 +564,8 @@ def sample(model: NumpyGRU, tokenizer: Tokenizer, config: SampleConfig, primer=N
     # The shared prefix runs once, for one melody; its state is copied to all.
     logits, state = model.run(prefix[None, :])
     logits = np.repeat(logits[:, -1], c.n, axis=0)
+    if key_logp is not None and len(prefix) == 1:
+        logits = np.repeat(key_logp[None, :], c.n, axis=0)
     state = [np.repeat(h, c.n, axis=0) for h in state]
     rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(c.seed).spawn(c.n)]
     out = [list(prefix) for _ in range(c.n)]

@@ -513,6 +513,13 @@ class Trainer:
             "data": {"folder": str(self.dataset.folder), "digest": self.dataset.digest},
         }
 
+    def key_prior(self) -> dict:
+        """Share of each KEY token among the training pieces (generate samples keys from it)."""
+        firsts = np.asarray(self.train_data.tokens[self.train_data.offsets[:-1] + 1], dtype=np.int64)
+        names, counts = np.unique(firsts, return_counts=True)
+        return {self.tokenizer.names[int(k)]: round(float(c) / len(firsts), 6)
+                for k, c in zip(names, counts) if self.tokenizer.names[int(k)].startswith("KEY_")}
+
     def folder_config(self) -> dict:
         from melody.backend import backend_name
 
@@ -537,6 +544,7 @@ class Trainer:
             "data": {"folder": str(self.dataset.folder), "digest": self.dataset.digest},
             "history": p.history,
             "metrics": metrics,
+            "key_prior": self.key_prior(),
         }
 
     def save(self, stopped: bool = False) -> None:

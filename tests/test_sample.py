@@ -7,7 +7,7 @@ import pytest
 
 from melody.model import ModelConfig, build_model, save_model_folder
 from melody.notes import Key, Melody
-from melody.sample import NumpyGRU, SampleConfig, draw, next_token_probs, sample
+from melody.sample import NumpyGRU, SampleConfig, draw, key_prior, next_token_probs, sample
 from melody.tokenizer import BAR, BOS, EOS, Tokenizer
 
 TOK = Tokenizer()
@@ -219,3 +219,13 @@ def test_key_forces_its_token_and_scale(tiny, key_name):
     for m in melodies:
         assert m.key == key
         assert set((m.pitches % 12).tolist()) <= key.scale_pitch_classes()
+
+
+def test_key_prior_replaces_the_models_choice_of_key(gru):
+    """Without --key, melodies take the keys of the training collection (stored with the model)."""
+    prior = key_prior({"key_prior": {"KEY_G": 0.75, "KEY_Em": 0.25}}, TOK)
+    keys = [TOK.decode(t).key.name for t in sample(gru, TOK, SampleConfig(n=40, notes=4, seed=0),
+                                                  key_logp=prior)]
+    assert set(keys) == {"G", "Em"}
+    assert 20 <= keys.count("G") <= 38
+    assert key_prior({}, TOK) is None

@@ -369,3 +369,11 @@ def test_model_folder_has_an_originality_index_for_generate(trained, dataset, tm
     for entry in result["files"]:
         assert set(entry["originality"]) == {"longest_run", "share_8", "flagged"}
         assert 0 <= entry["originality"]["longest_run"] <= entry["notes"]
+
+
+def test_model_folder_records_the_collections_keys(trained):
+    """config.json keeps the training pieces' key shares, which generate samples keys from."""
+    config = json.loads((Path(trained[0]) / "config.json").read_text())
+    prior = config["key_prior"]
+    assert prior and all(name.startswith("KEY_") for name in prior)
+    assert abs(sum(prior.values()) - 1.0) < 1e-3
