@@ -22,9 +22,11 @@ error". ``manifest.json`` is written last, so a folder is a dataset
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
 import importlib
+import itertools
 import json
 import os
 import signal
@@ -32,8 +34,10 @@ import sys
 import tempfile
 import time
 from collections import Counter, deque
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import GeneratorType
 
 import numpy as np
 
@@ -70,11 +74,21 @@ class TokenData:
         return cls(tokens, offsets)
 
 
-@dataclass
 class Dataset:
-    folder: Path
-    manifest: dict
-    tokenizer: Tokenizer
+    """A prepared dataset folder. The manifest (tens of MB for a large
+    collection) is read only when asked for: training and evaluation need just
+    the token arrays, the tokenizer and the digest."""
+
+    def __init__(self, folder, manifest: dict | None = None, tokenizer: Tokenizer | None = None):
+        self.folder = Path(folder)
+        self._manifest = manifest
+        self.tokenizer = tokenizer or Tokenizer.load(self.folder / "tokenizer.json")
+
+    @property
+    def manifest(self) -> dict:
+        if self._manifest is None:
+            self._manifest = json.loads((self.folder / "manifest.json").read_text())
+        return self._manifest
 
     def split(self, name: str) -> TokenData:
         if name not in SPLITS:
@@ -86,7 +100,11 @@ class Dataset:
     @property
     def digest(self) -> str:
         """Short hash of the manifest: which data a model was trained on."""
-        return hashlib.sha256((self.folder / "manifest.json").read_bytes()).hexdigest()[:16]
+        h = hashlib.sha256()
+        with open(self.folder / "manifest.json", "rb") as f:
+            for chunk in iter(lambda: f.read(2**20), b""):
+                h.update(chunk)
+        return h.hexdigest()[:16]
 
 
 def is_dataset(folder) -> bool:
@@ -94,9 +112,7 @@ def is_dataset(folder) -> bool:
 
 
 def load_dataset(folder) -> Dataset:
-    folder = Path(folder)
-    manifest = json.loads((folder / "manifest.json").read_text())
-    return Dataset(folder, manifest, Tokenizer.load(folder / "tokenizer.json"))
+    return Dataset(folder)
 
 
 def write_split(folder, name: str, data: TokenData) -> None:
@@ -109,19 +125,21 @@ def write_split(folder, name: str, data: TokenData) -> None:
 def write_manifest(folder, manifest: dict) -> None:
     """Write ``manifest.json`` atomically, one top-level key, file or piece per line.
 
-    Streamed line by line through the C encoder: ``indent`` would force the
-    pure-Python one (seconds for a large collection) and one big string
-    would double the memory the manifest takes.
+    A value may be a list or a generator of entries (``prepare`` streams them
+    from disk). Streamed line by line through the C encoder: ``indent`` would
+    force the pure-Python one (seconds for a large collection) and one big
+    string would double the memory the manifest takes.
     """
     with atomic_open(Path(folder) / "manifest.json", "w", encoding="utf-8") as f:
         f.write("{")
         for n, (key, value) in enumerate(manifest.items()):
             f.write(f"{',' if n else ''}\n {json.dumps(key)}: ")
-            if isinstance(value, list) and value:
+            if isinstance(value, (list, GeneratorType)):
                 f.write("[")
+                i = -1
                 for i, item in enumerate(value):
                     f.write(f"{',' if i else ''}\n  {json.dumps(item)}")
-                f.write("\n ]")
+                f.write("\n ]" if i >= 0 else "]")
             else:
                 f.write(json.dumps(value))
         f.write("\n}\n")
@@ -142,7 +160,7 @@ TIMED_OUT, OUT_OF_MEMORY, CRASHED = "timed out", "out of memory", "crashed"
 DUPLICATE, PITCH_RANGE, UNENCODABLE, READ_ERROR = (
     "duplicate", "pitch out of range", "unencodable", "read error")
 MEMORY_LIMIT = 2 * 2**30  # bytes a worker may grow by beyond its start-up size
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 CHECKPOINT_SECONDS = 60.0
 OUR_FILES = ("manifest.json", "tokenizer.json", "cache") + tuple(
     f"{s}.{k}.npy" for s in SPLITS for k in ("tokens", "offsets"))
@@ -162,7 +180,8 @@ class PrepareConfig:
 
 @dataclass(slots=True)
 class SourceFile:
-    """One input music file and the results of its units (None: not read yet)."""
+    """One input music file; ``records`` holds each unit's slot in the run's
+    ``_Units`` (None: not read yet)."""
 
     path: str
     name: str  # short display name, unique in the run
@@ -171,7 +190,6 @@ class SourceFile:
     mtime_ns: int = -1
     parts: list = field(default_factory=lambda: [None])
     records: list = field(default_factory=list)
-    tokens: list = field(default_factory=list)
 
     def unit_id(self, i: int) -> str:
         part = self.parts[i]
@@ -180,6 +198,46 @@ class SourceFile:
     @property
     def done(self) -> bool:
         return all(r is not None for r in self.records)
+
+
+class _Units:
+    """This run's unit results, on disk rather than on the heap, so the main
+    process does not grow with the collection: records as JSON lines, tokens
+    as uint16 bytes (a record's ``tokens_at`` is ``[start, count]``)."""
+
+    def __init__(self, folder: Path):
+        self.records = tempfile.TemporaryFile(dir=folder)  # nameless: nothing to clean up
+        self.tokens = tempfile.TemporaryFile(dir=folder)
+        self.at = array("q")  # each slot's offset in ``records``
+        self.n_tokens = 0
+
+    def add(self, record: dict, tokens) -> int:
+        """Store one unit's results; return its slot."""
+        if tokens is not None:
+            record = dict(record, tokens_at=[self.n_tokens, len(tokens)])
+            self.tokens.seek(0, os.SEEK_END)
+            self.tokens.write(np.asarray(tokens, np.uint16).tobytes())
+            self.n_tokens += len(tokens)
+        self.records.seek(0, os.SEEK_END)
+        self.at.append(self.records.tell())
+        self.records.write(json.dumps(record).encode() + b"\n")
+        return len(self.at) - 1
+
+    def record(self, slot: int) -> dict:
+        self.records.seek(self.at[slot])
+        return json.loads(self.records.readline())
+
+    def tokens_of(self, record: dict):
+        """The record's tokens (None for a skipped unit)."""
+        if "tokens_at" not in record:
+            return None
+        start, n = record["tokens_at"]
+        self.tokens.seek(2 * start)
+        return np.frombuffer(self.tokens.read(2 * n), np.uint16)
+
+    def close(self) -> None:
+        self.records.close()
+        self.tokens.close()
 
 
 def prepare(sources, out, jobs=None, val_fraction=0.1, seed=0, timeout=30.0,
@@ -215,21 +273,29 @@ class _Prepare:
     def run(self) -> dict:
         start = time.monotonic()
         self._check_paths()
+        _start_forkserver()  # its imports overlap the discovery
         found = discover(self.sources, exclude=self.out)
         if not found.files:
             raise _usage_error(
                 f"no music files in {', '.join(map(str, self.sources))} "
                 f"(looked for {' '.join(sorted(_music_extensions()))}; "
                 f"{found.ignored} other files ignored)")
-        cache = _Cache(self.out / "cache", self._cache_header())
-        files = [self._plan(path, name, real, cache) for path, name, real in found.files]
+        self.out.mkdir(parents=True, exist_ok=True)
+        units = _Units(self.out)
         try:
-            self._read_all(files, cache)
+            cache = _Cache(self.out / "cache", self._cache_header())
+            files = [self._plan(path, name, real, cache, units) for path, name, real in found.files]
+            found.files = []  # the SourceFiles hold the same strings
+            try:
+                self._read_all(files, cache, units)
+            finally:
+                if self.parsed or cache.stale():
+                    cache.save(files, units)
+            cache.close()
+            counts = self._write(files, found, units)
         finally:
-            if self.parsed or cache.stale(files):
-                cache.save(files)
-        manifest = self._write(files, found)
-        result = dict(manifest["counts"], dataset=str(self.out), parsed=self.parsed,
+            units.close()
+        result = dict(counts, dataset=str(self.out), parsed=self.parsed,
                       cached=self.cached, seconds=round(time.monotonic() - start, 2))
         result["unreadable_folders"] = found.errors
         return result
@@ -253,63 +319,57 @@ class _Prepare:
                 "reader": self.config.reader, "code": _code_digest(self.config.reader)}
 
     # -- reading -----------------------------------------------------------------
-    def _plan(self, path: str, name: str, real: str, cache: "_Cache") -> SourceFile:
+    def _plan(self, path: str, name: str, real: str, cache: "_Cache", units: _Units) -> SourceFile:
         """The file with its cached unit results, or with its units still to read."""
         f = SourceFile(path, name, real)
         try:
             st = os.stat(path)
         except OSError as e:
-            f.records = [_skipped("unreadable", f"{type(e).__name__}: {e.strerror or e}")]
-            f.tokens = [None]
+            f.records = [units.add(
+                _skipped("unreadable", f"{type(e).__name__}: {e.strerror or e}"), None)]
             return f
         f.size, f.mtime_ns = st.st_size, st.st_mtime_ns
-        if cache.restore(f, self.config.timeout):
+        if cache.restore(f, self.config.timeout, units):
             self.cached += sum(r is not None for r in f.records)
             return f
         f.parts = _list_parts(path)
-        f.records, f.tokens = [None] * len(f.parts), [None] * len(f.parts)
+        f.records = [None] * len(f.parts)
         return f
 
-    def _read_all(self, files: list, cache: "_Cache") -> None:
-        tasks = [(k, i) for k, f in enumerate(files) for i, r in enumerate(f.records) if r is None]
-        if not tasks:
+    def _read_all(self, files: list, cache: "_Cache", units: _Units) -> None:
+        n_tasks = sum(r is None for f in files for r in f.records)
+        if not n_tasks:
             return
         from tqdm import tqdm
 
-        bar = tqdm(total=len(tasks), unit="piece", desc="prepare", file=sys.stderr,
+        bar = tqdm(total=n_tasks, unit="piece", desc="prepare", file=sys.stderr,
                    disable=None if self.progress else True, dynamic_ncols=True)
         last_save = time.monotonic()
 
         def done(task, record, tokens):
             nonlocal last_save
             k, i = task
-            files[k].records[i], files[k].tokens[i] = record, tokens
+            files[k].records[i] = units.add(record, tokens)
             self.parsed += 1
             bar.update()
             if time.monotonic() - last_save > CHECKPOINT_SECONDS:
-                cache.save(files)  # so an interrupted first run keeps its work
+                cache.save(files, units)  # so an interrupted first run keeps its work
                 last_save = time.monotonic()
 
-        work = [(task, str(files[task[0]].path), files[task[0]].parts[task[1]]) for task in tasks]
+        # A generator: a large collection's list of work is never built whole.
+        work = (((k, i), f.path, f.parts[i]) for k, f in enumerate(files)
+                for i, r in enumerate(f.records) if r is None)
         jobs = self.config.jobs or len(os.sched_getaffinity(0))
         try:
-            WorkerPool(min(jobs, len(work)), self.config, self.tokenizer).run(work, done)
+            WorkerPool(min(jobs, n_tasks), self.config, self.tokenizer).run(work, done)
         finally:
             bar.close()
 
     # -- writing -----------------------------------------------------------------
-    def _write(self, files: list, found: "Found") -> dict:
-        units = _dedupe(files)
-        kept = [u for u in units if u["status"] == "ok"]
-        split = split_pieces([u["id"] for u in kept], self.config.val_fraction, self.config.seed)
-        data = {}
-        for name in SPLITS:
-            chosen = [u for u in kept if split[u["id"]] == name]
-            for index, u in enumerate(chosen):
-                u["split"], u["index"] = name, index
-            data[name] = TokenData.from_pieces([u["tokens_array"] for u in chosen])
-        manifest = self._manifest(files, units, found, data)
-        self.out.mkdir(parents=True, exist_ok=True)
+    def _write(self, files: list, found: "Found", units: _Units) -> dict:
+        choice = _choose(files, units, self.config.val_fraction, self.config.seed)
+        data = {name: choice.token_data(name, units) for name in SPLITS}
+        manifest = self._manifest(files, units, choice, found, data)
         # Everything is written aside first, so a full disk or Ctrl-C leaves the
         # previous dataset as it was; then the manifest goes, the new files move
         # in, and the manifest comes back last: a folder counts as a dataset
@@ -328,16 +388,16 @@ class _Prepare:
             remove_written(list(staging.iterdir()))
             with contextlib.suppress(OSError):  # never hide the error that got us here
                 staging.rmdir()
-        return manifest
+        return manifest["counts"]
 
-    def _manifest(self, files, units, found, data) -> dict:
-        skipped = Counter(u["reason"] for u in units if u["status"] == "skipped")
-        kept = [u for u in units if u["status"] == "ok"]
+    def _manifest(self, files, units, choice, found, data) -> dict:
+        """The manifest, its file and piece entries as generators read from ``units``."""
         counts = {
-            "files": len(files), "pieces": len(units), "ok": len(kept),
-            "skipped": dict(sorted(skipped.items())), "duplicates": skipped.get(DUPLICATE, 0),
-            "ignored": found.ignored, "notes": sum(u["notes"] for u in kept),
-            "tokens": sum(len(u["tokens_array"]) for u in kept),
+            "files": len(files), "pieces": choice.n_units, "ok": len(choice.kept),
+            "skipped": dict(sorted(choice.skipped.items())),
+            "duplicates": choice.skipped.get(DUPLICATE, 0),
+            "ignored": found.ignored, "notes": choice.notes,
+            "tokens": int(choice.lengths.sum()),
             "train_pieces": len(data["train"]), "val_pieces": len(data["val"]),
             "train_tokens": int(data["train"].offsets[-1]), "val_tokens": int(data["val"].offsets[-1]),
         }
@@ -348,9 +408,22 @@ class _Prepare:
                       "rule": "validation = the pieces with the lowest sha256('SEED:ID')"},
             "tokenizer": dict(self.tokenizer.to_dict(), vocab_size=self.tokenizer.vocab_size),
             "unreadable_folders": found.errors,
-            "files": _file_entries(files, units),
-            "pieces": [_piece_entry(u) for u in units if u["status"] == "ok" or u.get("duplicate_of")],
+            "files": (_file_entry(f, mine) for f, mine in choice.units_by_file(files, units)),
+            "pieces": (_piece_entry(u) for _, mine in choice.units_by_file(files, units)
+                       for u in mine if u["status"] == "ok" or u.get("duplicate_of")),
         }
+
+
+def _start_forkserver() -> None:
+    """Workers come from a forkserver, a fresh interpreter started now, so they
+    inherit neither a grown parent (a large collection's bookkeeping) nor any
+    TensorFlow it loaded."""
+    import multiprocessing
+    from multiprocessing import forkserver
+
+    multiprocessing.get_context("forkserver").set_forkserver_preload(
+        ["melody.data", "melody.midi_io"])
+    forkserver.ensure_running()
 
 
 def _code_digest(reader: str) -> str:
@@ -377,23 +450,95 @@ def _skipped(reason: str, detail: str = "") -> dict:
     return {"status": "skipped", "reason": reason, "detail": detail, "notes": 0}
 
 
-def _dedupe(files: list) -> list[dict]:
-    """Every unit as a dict, in discovery order; later repeats of a melody in any
-    key become skipped."""
-    units = []
+@dataclass
+class _Choice:
+    """Which units become pieces, and in which split, kept compactly (numbers per
+    kept piece, ids only for duplicates); the records stay in ``_Units``."""
+
+    n_units: int
+    kept: np.ndarray  # unit numbers (discovery order) of the kept pieces
+    lengths: np.ndarray  # their token counts
+    starts: np.ndarray  # where their tokens are in ``_Units``
+    val: np.ndarray  # per kept piece: in the validation split
+    duplicate_of: dict  # unit number -> id of the first unit with its melody
+    skipped: Counter
+    notes: int
+
+    def token_data(self, name: str, units: _Units) -> TokenData:
+        chosen = self.val if name == "val" else ~self.val
+        lengths = self.lengths[chosen]
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        tokens = np.empty(int(offsets[-1]), np.uint16)
+        for at, start, n in zip(offsets[:-1], self.starts[chosen], lengths):
+            tokens[at:at + n] = units.tokens_of({"tokens_at": [int(start), int(n)]})
+        return TokenData(tokens, offsets)
+
+    def units_by_file(self, files: list, units: _Units):
+        """Per file, its units as dicts (record, id, file, part, split, duplicate)."""
+        p = 0  # the next kept piece: ``kept`` is in discovery order too
+        index = np.zeros(len(self.kept), np.int64)  # each kept piece's index in its split
+        for chosen in (self.val, ~self.val):
+            index[chosen] = np.arange(chosen.sum())
+        g = 0
+        for f in files:
+            mine = []
+            for i, slot in enumerate(f.records):
+                u = dict(units.record(slot), id=f.unit_id(i), file=str(f.path), part=f.parts[i])
+                if g in self.duplicate_of:
+                    kept = self.duplicate_of[g]
+                    u.update(status="skipped", reason=DUPLICATE, detail=f"same melody as {kept}",
+                             duplicate_of=kept)
+                elif p < len(self.kept) and self.kept[p] == g:
+                    u.update(split="val" if self.val[p] else "train", index=int(index[p]))
+                    p += 1
+                mine.append(u)
+                g += 1
+            yield f, mine
+
+
+def _choose(files: list, units: _Units, val_fraction: float, seed: int) -> _Choice:
+    """Dedupe (later repeats of a melody in any key are skipped) and split, one
+    record read at a time."""
+    first = {}  # melody signature -> number of its first unit
+    file_starts = array("q")  # number of each file's first unit
+    kept, lengths, starts, keys = array("q"), array("q"), array("q"), array("Q")
+    duplicate_of, skipped, notes, number = {}, Counter(), 0, 0
     for f in files:
-        for i, record in enumerate(f.records):
-            units.append(dict(record, id=f.unit_id(i), file=str(f.path), part=f.parts[i],
-                              tokens_array=f.tokens[i]))
-    first = {}
-    for u in units:
-        if u["status"] != "ok":
-            continue
-        kept = first.setdefault(u["signature"], u["id"])
-        if kept != u["id"]:
-            u.update(status="skipped", reason=DUPLICATE, detail=f"same melody as {kept}",
-                     duplicate_of=kept)
-    return units
+        file_starts.append(number)
+        for i, slot in enumerate(f.records):
+            record = units.record(slot)
+            if record["status"] != "ok":
+                skipped[record["reason"]] += 1
+            elif (kept_number := first.setdefault(bytes.fromhex(record["signature"]), number)) \
+                    != number:
+                k = bisect.bisect_right(file_starts, kept_number) - 1
+                duplicate_of[number] = files[k].unit_id(kept_number - file_starts[k])
+                skipped[DUPLICATE] += 1
+            else:
+                kept.append(number)
+                lengths.append(record["tokens_at"][1])
+                starts.append(record["tokens_at"][0])
+                keys.append(_split_key(seed, f.unit_id(i)))
+                notes += record["notes"]
+            number += 1
+    return _Choice(number, np.array(kept, np.int64), np.array(lengths, np.int64),
+                   np.array(starts, np.int64), _validation(keys, val_fraction),
+                   duplicate_of, skipped, notes)
+
+
+def _split_key(seed: int, piece_id: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"{seed}:{piece_id}".encode()).digest()[:8], "big")
+
+
+def _validation(keys, val_fraction: float) -> np.ndarray:
+    """Per piece, whether it is a validation piece: the ones with the lowest keys."""
+    n = len(keys)
+    n_val = round(n * val_fraction)
+    if val_fraction > 0 and n >= 2:
+        n_val = min(max(n_val, 1), n - 1)
+    val = np.zeros(n, bool)
+    val[np.argsort(np.array(keys, np.uint64), kind="stable")[:n_val]] = True
+    return val
 
 
 def split_pieces(ids: list[str], val_fraction: float, seed: int) -> dict[str, str]:
@@ -402,12 +547,8 @@ def split_pieces(ids: list[str], val_fraction: float, seed: int) -> dict[str, st
     At least one validation piece once there are two pieces and a fraction
     above 0; adding pieces to a collection moves none of the others.
     """
-    n_val = round(len(ids) * val_fraction)
-    if val_fraction > 0 and len(ids) >= 2:
-        n_val = min(max(n_val, 1), len(ids) - 1)
-    rank = sorted(ids, key=lambda i: hashlib.sha256(f"{seed}:{i}".encode()).digest())
-    val = set(rank[:n_val])
-    return {i: "val" if i in val else "train" for i in ids}
+    val = _validation([_split_key(seed, i) for i in ids], val_fraction)
+    return {i: "val" if v else "train" for i, v in zip(ids, val)}
 
 
 _UNIT_KEYS = ("status", "reason", "detail", "notes", "track", "duplicate_of")
@@ -417,15 +558,6 @@ _PIECE_KEYS = ("id", "file", "part", "split", "index", "notes", "tokens", "tempo
 
 def _unit_entry(u: dict) -> dict:
     return {k: u[k] for k in _UNIT_KEYS if u.get(k) not in (None, "")}
-
-
-def _file_entries(files: list, units: list) -> list[dict]:
-    """One entry per file; ``units`` are in file order, as ``_dedupe`` returns them."""
-    entries, at = [], 0
-    for f in files:
-        entries.append(_file_entry(f, units[at:at + len(f.records)]))
-        at += len(f.records)
-    return entries
 
 
 def _file_entry(f: SourceFile, mine: list) -> dict:
@@ -442,7 +574,7 @@ def _file_entry(f: SourceFile, mine: list) -> dict:
 
 
 def _piece_entry(u: dict) -> dict:
-    u = dict(u, tokens=len(u["tokens_array"]))
+    u = dict(u, tokens=u["tokens_at"][1])
     if u["status"] == "ok":
         u = {k: v for k, v in u.items() if k not in ("status", "reason")}
     return {k: u[k] for k in _PIECE_KEYS if k in u}
@@ -535,71 +667,106 @@ class _Walk:
 
 
 class _Cache:
-    """Unit results of earlier runs: ``index.json`` plus one ``tokens-HASH.npy``.
+    """Unit results of earlier runs: ``index.jsonl`` plus one ``tokens-NAME.u16``.
 
-    The index names the token file it belongs to and is replaced after it, so
-    the pair is always consistent; any mismatch means an empty cache.
+    The index's first line is the header and the name of its token file; then
+    one line per input file, ``JSON(real path) TAB JSON([size, mtime_ns, parts,
+    records])``. In memory only a sorted array of path hashes and line offsets
+    is kept, so a large cache costs 16 bytes a file until a line is needed.
+    The index is replaced after its token file, so the pair is always
+    consistent; any mismatch means an empty cache.
     """
 
     def __init__(self, folder: Path, header: dict):
         self.folder, self.header = folder, header
-        self.files, self.tokens = {}, None
+        self.index, self.tokens = None, np.zeros(0, np.uint16)
+        self.keys, self.offsets = np.zeros(0, np.int64), np.zeros(0, np.int64)
+        self.restored = 0
         try:
-            index = json.loads((folder / "index.json").read_text())
-            if index.get("header") == header:
-                self.tokens = np.load(folder / index["tokens"], mmap_mode="r")
-                self.files = index["files"]
+            self._load()
         except (OSError, ValueError, KeyError, TypeError):
-            self.files, self.tokens = {}, None
+            self.close()
+            self.index, self.tokens = None, np.zeros(0, np.uint16)
+            self.keys, self.offsets = np.zeros(0, np.int64), np.zeros(0, np.int64)
 
-    def restore(self, f: SourceFile, timeout: float) -> bool:
+    def _load(self) -> None:
+        self.index = open(self.folder / "index.jsonl", "rb")
+        first = json.loads(self.index.readline())
+        if first.get("header") != self.header:
+            raise ValueError("cache of other settings or code")
+        if os.path.getsize(self.folder / first["tokens"]):
+            self.tokens = np.memmap(self.folder / first["tokens"], np.uint16, "r")
+        keys, offsets, at = array("q"), array("q"), self.index.tell()
+        for line in iter(self.index.readline, b""):
+            keys.append(hash(line[:line.index(b"\t")]))
+            offsets.append(at)
+            at += len(line)
+        order = np.argsort(np.array(keys, np.int64), kind="stable")
+        self.keys, self.offsets = np.array(keys, np.int64)[order], np.array(offsets, np.int64)[order]
+
+    def _entry(self, real: str):
+        """The cached ``[size, mtime_ns, parts, records]`` of a file, or None."""
+        wanted = json.dumps(real).encode()  # hashed as written, so loading parses no JSON
+        at = int(np.searchsorted(self.keys, hash(wanted)))
+        if at == len(self.keys) or self.keys[at] != hash(wanted):
+            return None
+        self.index.seek(int(self.offsets[at]))
+        key, _, entry = self.index.readline().partition(b"\t")
+        return json.loads(entry) if key == wanted else None  # a hash collision: read again
+
+    def restore(self, f: SourceFile, timeout: float, units: _Units) -> bool:
         """Fill ``f`` from the cache when its file is unchanged; units that crashed,
         or timed out under a shorter limit than ``timeout``, are left to read again."""
-        entry = self.files.get(f.real)
-        if not entry or (entry["size"], entry["mtime_ns"]) != (f.size, f.mtime_ns):
+        entry = self._entry(f.real)
+        if not entry or tuple(entry[:2]) != (f.size, f.mtime_ns):
             return False
-        f.parts = entry["parts"]
-        f.records, f.tokens = [], []
-        for record in entry["units"]:
-            record = dict(record)
+        self.restored += 1
+        f.parts = entry[2]
+        f.records = []
+        for record in entry[3]:
             start, n = record.pop("tokens_at", (0, -1))
             if record["reason"] == CRASHED or (
                     record["reason"] == TIMED_OUT and record.get("timeout", 0) < timeout):
-                record = None  # a crash may have been the machine's, not the file's
-            f.records.append(record)
-            f.tokens.append(np.array(self.tokens[start:start + n]) if n >= 0 else None)
+                f.records.append(None)  # a crash may have been the machine's, not the file's
+                continue
+            f.records.append(units.add(record, self.tokens[start:start + n] if n >= 0 else None))
         return True
 
-    def stale(self, files: list) -> bool:
-        """Whether the cache holds other files than these."""
-        return set(self.files) != {f.real for f in files if f.size >= 0 and f.done}
+    def stale(self) -> bool:
+        """Whether the cache holds other files than the ones restored from it
+        (nothing new was read, so they are all the files it should hold)."""
+        return self.restored != len(self.keys)
 
-    def save(self, files: list) -> None:
-        entries, chunks, at = {}, [], 0
-        for f in files:
-            if f.size < 0 or not f.done:
-                continue
-            units = []
-            for record, tokens in zip(f.records, f.tokens):
-                record = dict(record)
-                if tokens is not None:
-                    record["tokens_at"] = [at, len(tokens)]
-                    chunks.append(tokens)
-                    at += len(tokens)
-                units.append(record)
-            entries[f.real] = {"size": f.size, "mtime_ns": f.mtime_ns, "parts": f.parts,
-                               "units": units}
-        tokens = np.concatenate(chunks).astype(np.uint16) if chunks else np.zeros(0, np.uint16)
-        name = f"tokens-{hashlib.sha256(tokens.tobytes()).hexdigest()[:16]}.npy"
+    def save(self, files: list, units: _Units) -> None:
+        """Write the results of every finished file, streaming them from ``units``."""
+        name = f"tokens-{os.urandom(8).hex()}.u16"
         self.folder.mkdir(parents=True, exist_ok=True)
-        with atomic_open(self.folder / name) as out:
-            np.save(out, tokens)
-        index = {"header": self.header, "tokens": name, "files": entries}
-        atomic_write_text(self.folder / "index.json", json.dumps(index) + "\n")
-        for old in self.folder.glob("tokens-*.npy"):
+        at = 0
+        with atomic_open(self.folder / "index.jsonl") as index:
+            with atomic_open(self.folder / name) as tokens:
+                index.write(json.dumps({"header": self.header, "tokens": name}).encode() + b"\n")
+                for f in files:
+                    if f.size < 0 or not f.done:
+                        continue
+                    records = []
+                    for slot in f.records:
+                        record = units.record(slot)
+                        piece = units.tokens_of(record)
+                        if piece is not None:
+                            record["tokens_at"] = [at, len(piece)]
+                            tokens.write(piece.tobytes())
+                            at += len(piece)
+                        records.append(record)
+                    index.write(json.dumps(f.real).encode() + b"\t" + json.dumps(
+                        [f.size, f.mtime_ns, f.parts, records]).encode() + b"\n")
+        for old in (*self.folder.glob("tokens-*"), self.folder / "index.json"):  # index.json: v1
             if old.name != name:
                 with contextlib.suppress(OSError):
                     old.unlink()
+
+    def close(self) -> None:
+        if self.index is not None:
+            self.index.close()
 
 
 # -- worker processes -----------------------------------------------------------------------
@@ -640,6 +807,28 @@ class _Worker:
         self.conn.close()
 
 
+class _Pending:
+    """Units still to send: first those a retired worker gave back, then the
+    rest of ``work``, drawn only as needed."""
+
+    def __init__(self, work):
+        self.back, self.rest = deque(), iter(work)
+
+    def peek(self):
+        if not self.back:
+            self.back.extend(itertools.islice(self.rest, 1))
+        return self.back[0] if self.back else None
+
+    def __bool__(self) -> bool:
+        return self.peek() is not None
+
+    def popleft(self):
+        return self.back.popleft()
+
+    def extendleft(self, items) -> None:
+        self.back.extendleft(items)
+
+
 class WorkerPool:
     """``jobs`` worker processes reading units, each unit under its own deadline.
 
@@ -649,8 +838,8 @@ class WorkerPool:
     ("timed out"); a worker that dies mid-unit makes it "crashed"; the units
     queued behind it go to another worker, and a fresh worker takes its place.
 
-    Workers are forked from this process when it has not loaded TensorFlow
-    (fast), else from a clean forkserver, so none of TensorFlow is passed on.
+    Workers come from a forkserver (see ``_start_forkserver``): a fresh
+    interpreter, so neither the parent's memory nor its TensorFlow is passed on.
     """
 
     DEPTH = 2
@@ -660,16 +849,15 @@ class WorkerPool:
 
         self.jobs, self.config = max(1, jobs), config
         self.tokenizer_config = tokenizer.to_dict()
-        heavy = any(m in sys.modules for m in ("tensorflow", "keras", "torch", "jax"))
-        self.ctx = multiprocessing.get_context("forkserver" if heavy else "fork")
-        if heavy:
-            self.ctx.set_forkserver_preload(["melody.data", "melody.midi_io"])
+        _start_forkserver()
+        self.ctx = multiprocessing.get_context("forkserver")
 
-    def run(self, work: list, done) -> None:
-        """Read every ``(task, path, part)``; call ``done(task, record, tokens)`` for each."""
+    def run(self, work, done) -> None:
+        """Read every ``(task, path, part)`` of the iterable ``work``; call
+        ``done(task, record, tokens)`` for each."""
         from multiprocessing.connection import wait
 
-        pending, workers = deque(work), []
+        pending, workers = _Pending(work), []
         try:
             while pending or any(w.sent for w in workers):
                 self._dispatch(pending, workers)
@@ -686,19 +874,19 @@ class WorkerPool:
             for w in workers:
                 w.stop(gently=not w.sent)
 
-    def _dispatch(self, pending: deque, workers: list) -> None:
+    def _dispatch(self, pending: "_Pending", workers: list) -> None:
         while pending and len(workers) < self.jobs:
             workers.append(self._start())
         for w in list(workers):
             while pending and len(w.sent) < self.DEPTH:
                 try:
-                    w.send(pending[0])
+                    w.send(pending.peek())
                 except OSError:  # it died while idle: its units go elsewhere
                     self._retire(w, pending, workers, None, None)
                     break
                 pending.popleft()
 
-    def _collect(self, w: _Worker, pending: deque, workers: list, done) -> None:
+    def _collect(self, w: _Worker, pending: "_Pending", workers: list, done) -> None:
         try:
             record, tokens = w.conn.recv()
         except (EOFError, OSError):
@@ -710,7 +898,7 @@ class WorkerPool:
             self._retire(w, pending, workers, None, None)
 
     @staticmethod
-    def _retire(w: _Worker, pending: deque, workers: list, done, record) -> None:
+    def _retire(w: _Worker, pending: "_Pending", workers: list, done, record) -> None:
         """Stop ``w``; its oldest unit gets ``record`` (if any), the rest are read again."""
         w.stop()
         workers.remove(w)

@@ -226,3 +226,20 @@ def test_no_sources_means_the_builtin_folk_corpus(collection, tmp_path, capsys, 
     result = prepare_cli(capsys, "--out", tmp_path / "ds")
     assert manifest(tmp_path / "ds")["sources"] == [str(one)]
     assert result["ok"] == 1
+
+
+def test_a_dataset_parses_its_manifest_only_when_asked(collection, tmp_path, capsys):
+    import hashlib
+
+    out = tmp_path / "ds"
+    prepare_cli(capsys, collection, "--out", out)
+    text = (out / "manifest.json").read_bytes()
+    dataset = data.load_dataset(out)
+    assert dataset.digest == hashlib.sha256(text).hexdigest()[:16]
+    assert dataset.manifest["counts"]["files"] == 5
+    (out / "manifest.json").write_bytes(text[:-20])  # training never parses it
+    cut = data.load_dataset(out)
+    assert len(cut.split("train")) + len(cut.split("val")) == 3
+    assert cut.digest == hashlib.sha256(text[:-20]).hexdigest()[:16]
+    with pytest.raises(ValueError):
+        cut.manifest
