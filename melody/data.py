@@ -269,21 +269,28 @@ class _Prepare:
         self.sources, self.out, self.config, self.progress = sources, out, config, progress
         self.tokenizer = Tokenizer()
         self.parsed = self.cached = 0
+        self.server_started = False
 
     def run(self) -> dict:
         start = time.monotonic()
         self._check_paths()
-        _start_forkserver()  # its imports overlap the discovery
         found = discover(self.sources, exclude=self.out)
         if not found.files:
             raise _usage_error(
                 f"no music files in {', '.join(map(str, self.sources))} "
                 f"(looked for {' '.join(sorted(_music_extensions()))}; "
                 f"{found.ignored} other files ignored)")
+        header = self._cache_header()
+        stamp = self._stamp(found, header)
+        counts = self._up_to_date(stamp)
+        if counts is not None:  # nothing changed since the last run made this dataset
+            return dict(counts, dataset=str(self.out), parsed=0, cached=counts["pieces"],
+                        seconds=round(time.monotonic() - start, 2),
+                        unreadable_folders=found.errors)
         self.out.mkdir(parents=True, exist_ok=True)
         units = _Units(self.out)
         try:
-            cache = _Cache(self.out / "cache", self._cache_header())
+            cache = _Cache(self.out / "cache", header)
             files = [self._plan(path, name, real, cache, units) for path, name, real in found.files]
             found.files = []  # the SourceFiles hold the same strings
             try:
@@ -292,7 +299,7 @@ class _Prepare:
                 if self.parsed or cache.stale():
                     cache.save(files, units)
             cache.close()
-            counts = self._write(files, found, units)
+            counts = self._write(files, found, units, stamp)
         finally:
             units.close()
         result = dict(counts, dataset=str(self.out), parsed=self.parsed,
@@ -318,6 +325,54 @@ class _Prepare:
         return {"version": CACHE_VERSION, "tokenizer": self.tokenizer.to_dict(),
                 "reader": self.config.reader, "code": _code_digest(self.config.reader)}
 
+    # -- the unchanged collection ---------------------------------------------------
+    def _stamp(self, found: "Found", header: dict) -> str | None:
+        """A hash of everything the dataset is made from: settings, code, and each
+        input file's path, size and modification time (None: a file cannot be
+        looked at, so the full run names the problem)."""
+        h = hashlib.sha256(json.dumps(
+            [header, [str(s) for s in self.sources], self.config.val_fraction, self.config.seed,
+             self.config.timeout, found.ignored, found.errors]).encode())
+        for path, name, real in found.files:
+            try:
+                st = os.stat(path)
+            except OSError:
+                return None
+            h.update(f"{path}\0{name}\0{real}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        return h.hexdigest()
+
+    @staticmethod
+    def _dataset_files(folder: Path) -> dict:
+        """Size, modification time and inode of each file of the dataset in ``folder``."""
+        return {name: [st.st_size, st.st_mtime_ns, st.st_ino] for name in OUR_FILES if name != "cache"
+                for st in [os.stat(folder / name)]}
+
+    def _up_to_date(self, stamp: str | None) -> dict | None:
+        """The counts of the dataset in ``out`` when the last run made it from
+        exactly these inputs and settings and it is untouched since; else None."""
+        try:
+            last = json.loads((self.out / "cache" / "dataset.json").read_text())
+            if stamp and last["stamp"] == stamp and last["files"] == self._dataset_files(self.out):
+                return last["counts"]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        return None
+
+    def _remember(self, stamp: str | None, counts: dict, staging: Path) -> None:
+        """Note what the dataset in ``staging`` is made from, so an unchanged rerun
+        is instant (a rename keeps a file's size and time, so the note holds once
+        the files move in, and not before). A crashed file is read again next time
+        (the crash may have been the machine's), so such a dataset is never taken
+        as up to date."""
+        note = self.out / "cache" / "dataset.json"
+        if stamp and not counts["skipped"].get(CRASHED):
+            note.parent.mkdir(exist_ok=True)
+            atomic_write_text(note, json.dumps(
+                {"stamp": stamp, "files": self._dataset_files(staging), "counts": counts}) + "\n")
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                note.unlink()
+
     # -- reading -----------------------------------------------------------------
     def _plan(self, path: str, name: str, real: str, cache: "_Cache", units: _Units) -> SourceFile:
         """The file with its cached unit results, or with its units still to read."""
@@ -329,11 +384,13 @@ class _Prepare:
                 _skipped("unreadable", f"{type(e).__name__}: {e.strerror or e}"), None)]
             return f
         f.size, f.mtime_ns = st.st_size, st.st_mtime_ns
-        if cache.restore(f, self.config.timeout, units):
-            self.cached += sum(r is not None for r in f.records)
-            return f
-        f.parts = _list_parts(path)
-        f.records = [None] * len(f.parts)
+        if not cache.restore(f, self.config.timeout, units):
+            f.parts = _list_parts(path)
+            f.records = [None] * len(f.parts)
+        self.cached += sum(r is not None for r in f.records)
+        if not self.server_started and not f.done:
+            _start_forkserver()  # a file to read: its imports overlap the rest of the planning
+            self.server_started = True
         return f
 
     def _read_all(self, files: list, cache: "_Cache", units: _Units) -> None:
@@ -366,7 +423,7 @@ class _Prepare:
             bar.close()
 
     # -- writing -----------------------------------------------------------------
-    def _write(self, files: list, found: "Found", units: _Units) -> dict:
+    def _write(self, files: list, found: "Found", units: _Units, stamp: str | None) -> dict:
         choice = _choose(files, units, self.config.val_fraction, self.config.seed)
         data = {name: choice.token_data(name, units) for name in SPLITS}
         manifest = self._manifest(files, units, choice, found, data)
@@ -380,6 +437,7 @@ class _Prepare:
             for name in SPLITS:
                 write_split(staging, name, data[name])
             write_manifest(staging, manifest)
+            self._remember(stamp, manifest["counts"], staging)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.out / "manifest.json")
             for path in sorted(staging.iterdir(), key=lambda p: p.name == "manifest.json"):

@@ -23,6 +23,7 @@ Three parts, all NumPy:
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -292,6 +293,7 @@ ORIGINALITY_FILE = "originality.npz"
 _FORMAT_VERSION = 1
 _BASE = np.uint64(0x9E3779B97F4A7C15)  # odd, so every power of it is invertible mod 2^64
 _HEAD = np.uint64(0xD6E8FEB86659FD93)  # marks the first note of a run (duration only)
+_INVERSE = np.uint64(pow(int(_BASE), -1, 2**64))
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
@@ -314,36 +316,48 @@ class _Runs:
 
     A run of k notes starting at note i is hashed from the duration of note i
     and the (interval, duration) of notes i+1..i+k-1: pitch-free, so a
-    transposed copy hashes the same.
+    transposed copy hashes the same. Kept lean, for a large training set:
+    18 bytes a note (interval, duration, notes left, prefix hash), built in
+    chunks so no temporary is the size of the collection.
     """
 
+    CHUNK = 1 << 16
+
     def __init__(self, intervals: np.ndarray, durations: np.ndarray, offsets: np.ndarray):
-        self.intervals = np.asarray(intervals, np.int64)
-        self.durations = np.asarray(durations, np.int64)
+        self.intervals = np.asarray(intervals, np.int16)
+        self.durations = np.asarray(durations, np.uint32)
         self.offsets = np.asarray(offsets, np.int64)
         n = len(self.durations)
         lengths = np.diff(self.offsets)
         # notes left in its melody from each note on, this one included
-        self.room = np.repeat(self.offsets[1:], lengths) - np.arange(n)
-        body = _mix(((self.intervals + 1024) << 32) | self.durations)
-        self.head = _mix(self.durations.astype(np.uint64) ^ _HEAD)
-        self.pow = _powers(n + 1)
-        inverse = np.uint64(pow(int(_BASE), -1, 2**64))
-        inv_pow = np.cumprod(np.r_[np.uint64(1), np.full(n, inverse, np.uint64)], dtype=np.uint64)
-        # prefix[j] = sum_{m<j} body[m] * BASE^(j-1-m), all mod 2^64
-        prefix = np.zeros(n + 1, np.uint64)
-        prefix[1:] = self.pow[:n] * np.cumsum(body * inv_pow[:n], dtype=np.uint64)
-        self.prefix = prefix
+        self.room = np.repeat(self.offsets[1:].astype(np.int32), lengths) - np.arange(n, dtype=np.int32)
+        self.pow = _powers(int(lengths.max(initial=0)) + 1)  # no run is longer than its melody
+        # prefix[j] = sum_{m<j} body[m] * BASE^(j-1-m), all mod 2^64: per chunk with
+        # the cumulative-sum trick, then carried over from the chunk before
+        self.prefix = np.zeros(n + 1, np.uint64)
+        step = _powers(self.CHUNK + 1)
+        inv_step = np.cumprod(np.r_[np.uint64(1), np.full(self.CHUNK, _INVERSE, np.uint64)],
+                              dtype=np.uint64)
+        for a in range(0, n, self.CHUNK):
+            b = min(a + self.CHUNK, n)
+            m = b - a
+            body = _mix(((self.intervals[a:b].astype(np.int64) + 1024) << 32)
+                        | self.durations[a:b].astype(np.int64))
+            local = step[:m] * np.cumsum(body * inv_step[:m], dtype=np.uint64)
+            self.prefix[a + 1:b + 1] = self.prefix[a] * step[1:m + 1] + local
 
     @classmethod
     def from_melodies(cls, melodies) -> "_Runs":
-        melodies = list(melodies)
-        lengths = [m.n_notes for m in melodies]
-        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        # the first note's interval is a placeholder: no run hash ever reads it
-        intervals = [np.r_[0, m.intervals()][:m.n_notes] for m in melodies]
-        durations = [m.durations for m in melodies]
-        return cls(_concat(intervals), _concat(durations), offsets)
+        """From any iterable of melodies, read once and not kept."""
+        intervals, durations, lengths = array("h"), array("I"), array("q")
+        for m in melodies:
+            if m.n_notes:
+                intervals.append(0)  # a placeholder: no run hash reads the first note's
+                intervals.frombytes(np.diff(np.asarray(m.pitches, np.int16)).tobytes())
+                durations.frombytes(np.asarray(m.durations, np.uint32).tobytes())
+            lengths.append(m.n_notes)
+        offsets = np.concatenate([[0], np.cumsum(np.array(lengths, np.int64))]).astype(np.int64)
+        return cls(np.array(intervals, np.int16), np.array(durations, np.uint32), offsets)
 
     @property
     def lengths(self) -> np.ndarray:
@@ -357,14 +371,15 @@ class _Runs:
         if not len(starts):  # also when k is longer than every melody
             return np.zeros(0, np.uint64)
         p = self.pow[k - 1]
-        return self.head[starts] * p + self.prefix[starts + k] - self.prefix[starts + 1] * p
+        head = _mix(self.durations[starts].astype(np.uint64) ^ _HEAD)
+        return head * p + self.prefix[starts + k] - self.prefix[starts + 1] * p
 
     def melody_of(self, starts: np.ndarray) -> np.ndarray:
         return np.searchsorted(self.offsets, starts, side="right") - 1
 
 
-def _concat(parts: list) -> np.ndarray:
-    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+def _as_runs(melodies) -> _Runs:
+    return melodies if isinstance(melodies, _Runs) else _Runs.from_melodies(melodies)
 
 
 def _match(query: np.ndarray, train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -416,7 +431,7 @@ class OriginalityIndex:
     def longest_runs(self, melodies) -> np.ndarray:
         """Per melody, the most consecutive notes that also occur in the training set
         (same intervals and durations; 0 when not even one of its durations does)."""
-        query, train = _Runs.from_melodies(melodies), self.runs
+        query, train = _as_runs(melodies), self.runs
         best = np.zeros(len(query.lengths), np.int64)
         # Extend runs one note at a time. A (k+1)-note match can only start
         # where a k-note match did, in the melody and in the training set, so
@@ -435,7 +450,7 @@ class OriginalityIndex:
     def shares(self, melodies, n: int = NGRAM) -> np.ndarray:
         """Per melody, the share of its n-note runs found in the training set
         (NaN for a melody shorter than n notes)."""
-        query = _Runs.from_melodies(melodies)
+        query = _as_runs(melodies)
         starts = query.starts(n)
         hit, _ = _match(query.hashes(starts, n), self.runs.hashes(self.runs.starts(n), n))
         owner = query.melody_of(starts)
@@ -445,8 +460,8 @@ class OriginalityIndex:
             return np.where(total > 0, found / np.maximum(total, 1), np.nan)
 
     def measure(self, melodies) -> dict[str, np.ndarray]:
-        melodies = list(melodies)
-        return {"longest_run": self.longest_runs(melodies), "share": self.shares(melodies)}
+        query = _as_runs(melodies)
+        return {"longest_run": self.longest_runs(query), "share": self.shares(query)}
 
     def thresholds_from(self, heldout) -> Thresholds:
         """95th percentiles of held-out human melodies' figures."""

@@ -566,8 +566,9 @@ class Trainer:
         if self.originality_saved:
             return
         decode = self.tokenizer.decode
-        build_originality_file([decode(p) for p in self.train_data.pieces()],
-                               [decode(p) for p in self.val_data.pieces()],
+        # generators: each melody is decoded, indexed and dropped, never all held at once
+        build_originality_file((decode(p) for p in self.train_data.pieces()),
+                               (decode(p) for p in self.val_data.pieces()),
                                self.out / ORIGINALITY_FILE)
         self.originality_saved = True
 

@@ -119,6 +119,20 @@ def test_second_run_reads_nothing_and_a_changed_file_is_read_again(collection, t
     assert third["parsed"] == 1 and third["cached"] == 4
 
 
+def test_an_unchanged_rerun_keeps_the_dataset_but_new_settings_or_damage_remake_it(
+        collection, tmp_path, capsys):
+    out = tmp_path / "ds"
+    first = prepare_cli(capsys, collection, "--out", out, "--seed", "1")
+    assert prepare_cli(capsys, collection, "--out", out, "--seed", "1")["tokens"] == first["tokens"]
+    other = prepare_cli(capsys, collection, "--out", out, "--seed", "2")
+    assert other["parsed"] == 0 and other["cached"] == 5
+    assert manifest(out)["split"]["seed"] == 2
+    (out / "val.tokens.npy").write_bytes(b"damaged")
+    again = prepare_cli(capsys, collection, "--out", out, "--seed", "2")
+    assert again["parsed"] == 0 and again["tokens"] == first["tokens"]
+    assert np.load(out / "val.tokens.npy").size == again["val_tokens"]
+
+
 def stub_reader(path, part=None):
     """Misbehaves by file name, in the worker process."""
     name = os.path.basename(path)
@@ -180,7 +194,7 @@ def test_failed_write_keeps_the_previous_dataset_and_makes_no_new_one(collection
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(data, "write_split", disk_full)
-    assert main(["prepare", str(collection), "--out", str(out)]) == 1
+    assert main(["prepare", str(collection), "--out", str(out), "--seed", "9"]) == 1
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
     assert main(["prepare", str(collection), "--out", str(tmp_path / "new")]) == 1
     assert not data.is_dataset(tmp_path / "new")
