@@ -6,9 +6,11 @@ Prints:
 
 - tokens per second of the default model (2x320 GRU, batch 64 x 128 tokens),
   through the real input pipeline;
+- the same under TensorFlow's default threading (a child process), against
+  the threading ``melody train`` sets on CPUs (``tune_cpu_threads``);
 - the achieved FLOP rate (``flops_per_token`` x 3 for forward + backward, times
   tokens/s) as a share of this machine's dense float32 matmul rate, measured
-  here with 1024x1024 ``tf.matmul`` in a loop;
+  with 1024x1024 ``tf.matmul`` on all cores under both threadings (the higher);
 - that the input pipeline never makes the model wait: the pipeline alone
   against the training step, and training fed by the pipeline against
   training on one batch already in memory.
@@ -19,6 +21,9 @@ Figures, not assertions: other work on the machine moves them.
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,7 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from melody.backend import keras, tensorflow  # noqa: E402
+from melody.backend import keras, tensorflow, tune_cpu_threads  # noqa: E402
 from melody.model import ModelConfig, flops_per_token  # noqa: E402
 from melody.tokenizer import Tokenizer  # noqa: E402
 from melody.train import (  # noqa: E402
@@ -39,23 +44,25 @@ from melody.train import (  # noqa: E402
 
 
 def matmul_flops(seconds: float = 3.0, n: int = 1024) -> float:
-    """Dense float32 matmul rate of this machine, FLOP/s."""
+    """Dense float32 matmul rate of this machine, FLOP/s: two independent chains
+    of 1024x1024 matmuls, so that every core works whether TensorFlow spreads
+    one op over all cores (its default) or runs ops side by side (melody's)."""
     tf = tensorflow()
-    a = tf.random.normal((n, n))
-    b = tf.random.normal((n, n))
+    a, b, c = (tf.random.normal((n, n)) for _ in range(3))
 
     @tf.function
-    def ten(a, b):
-        x = a
+    def twenty(a, b, c):
+        x, y = a, c
         for _ in range(10):
             x = tf.matmul(x, b) * 1e-3
-        return x
+            y = tf.matmul(y, b) * 1e-3
+        return x, y
 
-    ten(a, b).numpy()
+    [t.numpy() for t in twenty(a, b, c)]
     count, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
-        ten(a, b).numpy()
-        count += 10
+        [t.numpy() for t in twenty(a, b, c)]
+        count += 20
     return count * 2 * n**3 / (time.perf_counter() - start)
 
 
@@ -97,38 +104,72 @@ def time_pipeline(dataset, batches: int) -> float:
     return (time.perf_counter() - start) / batches
 
 
+def default_threads_figures(args) -> dict:
+    """Training speed and matmul rate under TensorFlow's default threading (an op
+    on every core), measured in a child process: threading is fixed per process."""
+    out = subprocess.run([sys.executable, __file__, "--data", str(args.data), "--steps",
+                          str(args.steps), "--child"], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def setup(data: Path):
+    keras().utils.set_random_seed(0)
+    tok = Tokenizer()
+    model_cfg, train_cfg = ModelConfig(vocab_size=tok.vocab_size), TrainConfig()
+    sampler = WindowSampler(training_tokens(data, tok), train_cfg.seq_len,
+                            train_cfg.batch_size, transpose_tables(tok, train_cfg))
+    return model_cfg, train_cfg, sampler.dataset(seed=0)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("datasets/folk"))
     parser.add_argument("--steps", type=int, default=10, help="timed training steps per round")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
+    if args.child:  # TensorFlow's default threading
+        model_cfg, train_cfg, pipeline = setup(args.data)
+        model = compiled_model(model_cfg, train_cfg)
+        step = best_step_times(model, {"pipeline": pipeline}, args.steps)["pipeline"]
+        print(json.dumps({"step": step, "matmul": matmul_flops(),
+                          "threads": [tensorflow().config.threading.get_intra_op_parallelism_threads(),
+                                      tensorflow().config.threading.get_inter_op_parallelism_threads()]}))
+        return
+    default = default_threads_figures(args)
+    tuned = tune_cpu_threads()  # what `melody train` does
     tf = tensorflow()
-    keras().utils.set_random_seed(0)
-    tok = Tokenizer()
-    model_cfg, train_cfg = ModelConfig(vocab_size=tok.vocab_size), TrainConfig()
+    model_cfg, train_cfg, pipeline = setup(args.data)
     tokens_per_step = train_cfg.batch_size * train_cfg.seq_len
-    sampler = WindowSampler(training_tokens(args.data, tok), train_cfg.seq_len,
-                            train_cfg.batch_size, transpose_tables(tok, train_cfg))
-    pipeline = sampler.dataset(seed=0)
     in_memory = pipeline.take(1).cache().repeat()
 
     model = compiled_model(model_cfg, train_cfg)
     best = best_step_times(model, {"pipeline": pipeline, "memory": in_memory}, args.steps)
     step_pipeline, step_memory = best["pipeline"], best["memory"]
     batch_alone = time_pipeline(pipeline, 200)
-    peak = matmul_flops()
+    # this machine's dense rate: the higher of the two threadings' figures
+    peak_tuned = matmul_flops()
+    peak = max(default["matmul"], peak_tuned)
 
     tps = tokens_per_step / step_pipeline
     achieved = 3 * flops_per_token(model_cfg) * tps
-    print(f"machine: {tf.config.threading.get_intra_op_parallelism_threads() or 'all'} threads, "
-          f"devices {[d.name for d in tf.config.list_logical_devices()]}")
+    threads = (tf.config.threading.get_intra_op_parallelism_threads(),
+               tf.config.threading.get_inter_op_parallelism_threads())
+    print(f"machine: {len(os.sched_getaffinity(0))} cores, devices "
+          f"{[d.name for d in tf.config.list_logical_devices()]}; melody's threading "
+          f"{'applied' if tuned else 'NOT applied'}: {threads[0]} per op, {threads[1]} ops at a time")
     print(f"default model: {model.count_params():,} parameters, "
           f"{flops_per_token(model_cfg) / 1e6:.2f} MFLOP/token forward")
     print(f"training: {tps:,.0f} tokens/s ({step_pipeline * 1e3:.0f} ms per step of "
           f"{tokens_per_step} tokens)")
+    print(f"TensorFlow's default threading ({default['threads'][0] or 'all'} per op, "
+          f"{default['threads'][1] or 'all'} at a time): "
+          f"{tokens_per_step / default['step']:,.0f} tokens/s; "
+          f"melody's / default = {default['step'] / step_pipeline:.2f}x")
     print(f"achieved: {achieved / 1e9:.1f} GFLOP/s (forward+backward = 3x forward); "
-          f"dense 1024x1024 matmul here: {peak / 1e9:.1f} GFLOP/s; ratio {achieved / peak:.2f}")
+          f"dense 1024x1024 matmuls on all cores here: {peak / 1e9:.1f} GFLOP/s "
+          f"(default threading {default['matmul'] / 1e9:.1f}, melody's {peak_tuned / 1e9:.1f}); "
+          f"ratio {achieved / peak:.2f}")
     print(f"input pipeline alone: {batch_alone * 1e3:.2f} ms per batch = "
           f"{batch_alone / step_pipeline:.4f} of a training step "
           f"({step_pipeline / batch_alone:,.0f}x faster than the model eats)")

@@ -612,10 +612,13 @@ class Trainer:
 
 
 def run_train(args):
+    from melody.backend import tune_cpu_threads
+
     dataset = resolve_data(args.data)
     out = Path(args.out) if args.out else Path("models") / dataset.folder.name
     model_cfg, train_cfg = configs_from_args(args, dataset.tokenizer)
     check_out_folder(out, args.resume)
+    tune_cpu_threads()  # before TensorFlow runs anything
     trainer = Trainer(dataset, out, model_cfg, train_cfg)
     strategy = make_strategy(train_cfg.strategy)
     if args.resume:
