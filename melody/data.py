@@ -246,6 +246,9 @@ def prepare(sources, out, jobs=None, val_fraction=0.1, seed=0, timeout=30.0,
     dataset folder ``out``; return the summary (the ``--json`` of ``prepare``).
 
     Raises UsageError for a missing source or a collection without music files.
+    The workers start from a fresh interpreter (a forkserver), which imports
+    the main script as multiprocessing's spawn does: a script that calls this
+    must do so under ``if __name__ == "__main__":``.
     """
     if not sources:
         from melody import corpus
