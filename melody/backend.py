@@ -90,7 +90,8 @@ def tune_cpu_threads() -> bool:
     if tf.config.list_physical_devices("GPU"):
         return False
     try:
-        tf.config.threading.set_intra_op_parallelism_threads(max(1, len(os.sched_getaffinity(0)) // 2))
+        cores = len(os.sched_getaffinity(0))
+        tf.config.threading.set_intra_op_parallelism_threads(max(1, cores // 2))
         tf.config.threading.set_inter_op_parallelism_threads(2)
     except RuntimeError:  # TensorFlow is already running
         return False

@@ -330,7 +330,8 @@ class _Runs:
         n = len(self.durations)
         lengths = np.diff(self.offsets)
         # notes left in its melody from each note on, this one included
-        self.room = np.repeat(self.offsets[1:].astype(np.int32), lengths) - np.arange(n, dtype=np.int32)
+        self.room = (np.repeat(self.offsets[1:].astype(np.int32), lengths)
+                     - np.arange(n, dtype=np.int32))
         self.pow = _powers(int(lengths.max(initial=0)) + 1)  # no run is longer than its melody
         # prefix[j] = sum_{m<j} body[m] * BASE^(j-1-m), all mod 2^64: per chunk with
         # the cumulative-sum trick, then carried over from the chunk before

@@ -377,3 +377,20 @@ def test_model_folder_records_the_collections_keys(trained):
     prior = config["key_prior"]
     assert prior and all(name.startswith("KEY_") for name in prior)
     assert abs(sum(prior.values()) - 1.0) < 1e-3
+
+
+THREADS = ("from melody.backend import tune_cpu_threads, tensorflow; applied = tune_cpu_threads(); "
+           "t = tensorflow().config.threading; "
+           "print(applied, t.get_intra_op_parallelism_threads(), t.get_inter_op_parallelism_threads())")
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({}, f"True {max(1, len(os.sched_getaffinity(0)) // 2)} 2"),  # what `train` sets on a CPU
+    ({"TF_NUM_INTEROP_THREADS": "3"}, "False 0 0"),  # the user's own choice is left alone
+])
+def test_cpu_training_threads_run_ops_side_by_side_unless_the_user_chose(env, expected):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TF_NUM_")} | env
+    env["CUDA_VISIBLE_DEVICES"] = ""  # as on a machine without a GPU
+    out = subprocess.run([sys.executable, "-c", THREADS], env=env, capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.split("\n")[-2] == expected
