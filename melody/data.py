@@ -10,8 +10,11 @@ A dataset folder holds:
   piece from BOS to EOS) and ``{train,val}.offsets.npy`` (int64, piece i is
   ``tokens[offsets[i]:offsets[i+1]]``). They are memory-mapped, so a dataset
   larger than memory streams from disk.
-- ``cache/``: what ``prepare`` read from each file (``index.json`` plus one
-  ``tokens-HASH.npy``), reused while a file's size and mtime are unchanged.
+- ``cache/``: what ``prepare`` read from each file (``index.jsonl`` plus one
+  ``tokens-NAME.u16``), reused while a file's size and mtime are unchanged,
+  and ``dataset.json``, the hash of everything the dataset was made from, so
+  that a rerun over an unchanged collection with the same settings stops
+  after looking at the files.
 
 A "piece" is one unit read: a file, or one tune of a many-tune ABC file. A
 skipped piece's reason is one of ``midi_io.REASONS`` or "timed out", "out of
