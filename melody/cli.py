@@ -191,7 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="epochs without validation improvement before stopping "
                         "(each such epoch also halves the learning rate)")
     p.add_argument("--steps-per-epoch", type=positive_int, default=None,
-                   help="batches per epoch (default: one pass over the training tokens)")
+                   help="batches per epoch (default: one pass over the training tokens, "
+                        "at least 50)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="random seed")
     p.add_argument("--resume", action="store_true",
                    help="continue the run saved in --out from its last checkpoint "

@@ -48,6 +48,9 @@ ARCHITECTURE_FLAGS = {"units": "--units", "layers": "--layers", "embedding": "--
                       "dropout": "--dropout", "reset_after": "--reset-after"}
 
 
+MIN_STEPS = 50  # batches per epoch at the least, unless --steps-per-epoch says otherwise
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How to train; saved under ``"train"`` in ``config.json``."""
@@ -423,8 +426,13 @@ class Trainer:
         if self.seq_len < 2:
             raise UsageError(f"dataset {dataset.folder} has too few training tokens "
                              f"({len(self.train_data.tokens)})")
+        # An epoch is one pass over the training tokens, but at least MIN_STEPS
+        # batches: a small collection (a few hundred tunes is one pass in a few
+        # batches) would otherwise stop far short of what it can learn. Random
+        # windows and transposition keep the repeats varied; early stopping
+        # keeps the best weights.
         self.steps = train_cfg.steps_per_epoch or max(
-            1, -(-len(self.train_data.tokens) // (train_cfg.batch_size * self.seq_len))
+            MIN_STEPS, -(-len(self.train_data.tokens) // (train_cfg.batch_size * self.seq_len))
         )
         self.sampler = WindowSampler(self.train_data.tokens, self.seq_len, train_cfg.batch_size,
                                      transpose_tables(self.tokenizer, train_cfg))

@@ -394,3 +394,15 @@ def test_cpu_training_threads_run_ops_side_by_side_unless_the_user_chose(env, ex
     out = subprocess.run([sys.executable, "-c", THREADS], env=env, capture_output=True,
                          text=True, check=True)
     assert out.stdout.split("\n")[-2] == expected
+
+
+def test_an_epoch_of_a_small_collection_is_long_enough_to_learn_from(dataset, tmp_path):
+    from melody.model import ModelConfig
+    from melody.train import MIN_STEPS, Trainer, TrainConfig
+
+    ds = load_dataset(dataset)
+    model_cfg = ModelConfig(vocab_size=ds.tokenizer.vocab_size)
+    one_pass = -(-len(ds.split("train").tokens) // (64 * 32))
+    assert one_pass < MIN_STEPS  # a few batches cover it all
+    assert Trainer(ds, tmp_path, model_cfg, TrainConfig(seq_len=32)).steps == MIN_STEPS
+    assert Trainer(ds, tmp_path, model_cfg, TrainConfig(seq_len=32, steps_per_epoch=3)).steps == 3
