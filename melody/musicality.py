@@ -23,6 +23,7 @@ Three parts, all NumPy:
 
 from __future__ import annotations
 
+import contextlib
 from array import array
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -452,13 +453,12 @@ class OriginalityIndex:
         """Per melody, the share of its n-note runs found in the training set
         (NaN for a melody shorter than n notes)."""
         query = _as_runs(melodies)
+        return _shares(query, n, self.hits(query, n))
+
+    def hits(self, query: _Runs, n: int = NGRAM) -> np.ndarray:
+        """Per n-note run of ``query`` (at ``query.starts(n)``): found in the training set."""
         starts = query.starts(n)
-        hit, _ = _match(query.hashes(starts, n), self.runs.hashes(self.runs.starts(n), n))
-        owner = query.melody_of(starts)
-        total = np.bincount(owner, minlength=len(query.lengths))
-        found = np.bincount(owner, weights=hit, minlength=len(query.lengths))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(total > 0, found / np.maximum(total, 1), np.nan)
+        return _match(query.hashes(starts, n), self.runs.hashes(self.runs.starts(n), n))[0]
 
     def measure(self, melodies) -> dict[str, np.ndarray]:
         query = _as_runs(melodies)
@@ -467,13 +467,7 @@ class OriginalityIndex:
     def thresholds_from(self, heldout) -> Thresholds:
         """95th percentiles of held-out human melodies' figures."""
         figures = self.measure(heldout)
-        if not len(figures["longest_run"]):
-            raise ValueError("held-out melodies must number at least 1, got 0")
-        share = figures["share"][~np.isnan(figures["share"])]
-        return Thresholds(
-            longest_run=float(np.percentile(figures["longest_run"], PERCENTILE)),
-            share=float(np.percentile(share, PERCENTILE)) if len(share) else 1.0,
-        )
+        return _thresholds(figures["longest_run"], figures["share"])
 
     # -- the file a model folder holds -----------------------------------------
     def save(self, path) -> None:
@@ -510,12 +504,96 @@ class OriginalityIndex:
         return cls(runs, thresholds)
 
 
-def build_originality_file(train_melodies, heldout_melodies, path) -> OriginalityIndex:
-    """Index the training melodies, set thresholds from held-out ones, save to path."""
-    index = OriginalityIndex.from_melodies(train_melodies)
-    index.thresholds = index.thresholds_from(heldout_melodies)
-    index.save(path)
-    return index
+TRAIN_CHUNK_NOTES = 1 << 18  # training notes indexed at a time by build_originality_file
+
+
+def build_originality_file(train_melodies, heldout_melodies, path) -> Thresholds:
+    """Save the training melodies' originality file to ``path``, with thresholds
+    from the held-out ones; return the thresholds.
+
+    Memory stays the same however large the training set: the training
+    melodies (any iterable) are read once, a chunk at a time. A run never
+    crosses from one melody to the next, so each chunk is matched against the
+    held-out melodies on its own and the results combined (longest: the most
+    of any chunk; n-note runs: found in any chunk), and each chunk's notes go
+    to the file through temporary files. The file is the one ``save`` writes.
+    """
+    import tempfile
+
+    query = _as_runs(heldout_melodies)
+    best = np.zeros(len(query.lengths), np.int64)
+    hit = np.zeros(len(query.starts(NGRAM)), bool)
+    names = ("intervals", "durations", "lengths")
+    with contextlib.ExitStack() as stack:
+        spill = {name: stack.enter_context(tempfile.TemporaryFile()) for name in names}
+
+        def index(chunk: list) -> None:
+            nonlocal best, hit
+            chunk_index = OriginalityIndex.from_melodies(chunk)
+            best = np.maximum(best, chunk_index.longest_runs(query))
+            hit |= chunk_index.hits(query)
+            r = chunk_index.runs
+            for name, values in zip(names, (r.intervals, r.durations, r.lengths.astype(np.uint32))):
+                spill[name].write(values.tobytes())
+
+        chunk, notes = [], 0
+        for melody in train_melodies:
+            chunk.append(melody)
+            notes += melody.n_notes
+            if notes >= TRAIN_CHUNK_NOTES:
+                index(chunk)
+                chunk, notes = [], 0
+        if chunk:
+            index(chunk)
+        thresholds = _thresholds(best, _shares(query, NGRAM, hit))
+        small = {"version": np.array(_FORMAT_VERSION), "ngram": np.array(NGRAM),
+                 "thresholds": np.array([thresholds.longest_run, thresholds.share])}
+        dtypes = {"intervals": np.int16, "durations": np.uint32, "lengths": np.uint32}
+        _write_npz(path, small, {name: (spill[name], np.dtype(dtypes[name])) for name in names})
+    return thresholds
+
+
+def _shares(query: _Runs, n: int, hit: np.ndarray) -> np.ndarray:
+    """Per melody of ``query``, the share of its n-note runs that ``hit`` marks
+    (NaN for a melody shorter than n notes)."""
+    owner = query.melody_of(query.starts(n))
+    total = np.bincount(owner, minlength=len(query.lengths))
+    found = np.bincount(owner, weights=hit, minlength=len(query.lengths))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, found / np.maximum(total, 1), np.nan)
+
+
+def _thresholds(longest: np.ndarray, share: np.ndarray) -> Thresholds:
+    if not len(longest):
+        raise ValueError("held-out melodies must number at least 1, got 0")
+    share = share[~np.isnan(share)]
+    return Thresholds(
+        longest_run=float(np.percentile(longest, PERCENTILE)),
+        share=float(np.percentile(share, PERCENTILE)) if len(share) else 1.0,
+    )
+
+
+def _write_npz(path, arrays: dict, spilled: dict) -> None:
+    """A compressed .npz, written atomically: ``arrays`` from memory, and each of
+    ``spilled`` (name -> (file, dtype)) copied from a file of raw values."""
+    import zipfile
+
+    from melody.fileio import atomic_path
+
+    with atomic_path(path) as tmp:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
+            for name, value in arrays.items():
+                with z.open(f"{name}.npy", "w") as entry:
+                    np.lib.format.write_array(entry, value)
+            for name, (f, dtype) in spilled.items():
+                size = f.seek(0, 2)
+                f.seek(0)
+                header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
+                          "shape": (size // dtype.itemsize,)}
+                with z.open(f"{name}.npy", "w", force_zip64=True) as entry:
+                    np.lib.format.write_array_header_1_0(entry, header)
+                    for block in iter(lambda: f.read(2**20), b""):
+                        entry.write(block)
 
 
 def load_originality(path) -> OriginalityIndex:

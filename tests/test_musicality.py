@@ -198,12 +198,17 @@ def test_longest_run_is_exactly_the_borrowed_phrase(corpus):
     assert np.isnan(index.shares([tune([60, 62, 64])])[0])  # too short for an 8-note run
 
 
-def test_originality_file_round_trip_and_flags(corpus, tmp_path):
+@pytest.mark.parametrize("chunk_notes", [mu.TRAIN_CHUNK_NOTES, 500])  # one chunk, and many
+def test_originality_file_round_trip_and_flags(corpus, tmp_path, monkeypatch, chunk_notes):
     train, heldout = corpus
+    monkeypatch.setattr(mu, "TRAIN_CHUNK_NOTES", chunk_notes)
     path = tmp_path / "model" / mu.ORIGINALITY_FILE
-    built = mu.build_originality_file(train, heldout, path)
+    thresholds = mu.build_originality_file(iter(train), iter(heldout), path)
+    built = mu.OriginalityIndex.from_melodies(train)  # all of it at once, in memory
+    assert thresholds == built.thresholds_from(heldout)
     loaded = mu.load_originality(path)
-    assert loaded.thresholds == built.thresholds
+    assert loaded.thresholds == thresholds
+    np.testing.assert_array_equal(loaded.runs.lengths, built.runs.lengths)
     probe = [train[1], random_tune(np.random.default_rng(7), 50)] + heldout[:10]
     np.testing.assert_array_equal(loaded.longest_runs(probe), built.longest_runs(probe))
     np.testing.assert_array_equal(loaded.shares(probe), built.shares(probe))
