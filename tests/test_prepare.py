@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import time
+from unittest.mock import ANY
 
 import numpy as np
 import pytest
@@ -123,7 +124,10 @@ def test_an_unchanged_rerun_keeps_the_dataset_but_new_settings_or_damage_remake_
         collection, tmp_path, capsys):
     out = tmp_path / "ds"
     first = prepare_cli(capsys, collection, "--out", out, "--seed", "1")
-    assert prepare_cli(capsys, collection, "--out", out, "--seed", "1")["tokens"] == first["tokens"]
+    written = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.is_file()}
+    assert prepare_cli(capsys, collection, "--out", out, "--seed", "1") == dict(
+        first, parsed=0, cached=5, seconds=ANY)
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.is_file()} == written
     other = prepare_cli(capsys, collection, "--out", out, "--seed", "2")
     assert other["parsed"] == 0 and other["cached"] == 5
     assert manifest(out)["split"]["seed"] == 2
