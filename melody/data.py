@@ -232,9 +232,9 @@ class _Units:
 
     def tokens_of(self, record: dict):
         """The record's tokens (None for a skipped unit)."""
-        if "tokens_at" not in record:
-            return None
-        start, n = record["tokens_at"]
+        return self.read_tokens(*record["tokens_at"]) if "tokens_at" in record else None
+
+    def read_tokens(self, start: int, n: int) -> np.ndarray:
         self.tokens.seek(2 * start)
         return np.frombuffer(self.tokens.read(2 * n), np.uint16)
 
@@ -287,7 +287,8 @@ class _Prepare:
                 f"(looked for {' '.join(sorted(_music_extensions()))}; "
                 f"{found.ignored} other files ignored)")
         header = self._cache_header()
-        stamp = self._stamp(found, header)
+        sizes, mtimes, stat_errors = _look(found)
+        stamp = None if stat_errors else self._stamp(found, header, sizes, mtimes)
         counts = self._up_to_date(stamp)
         if counts is not None:  # nothing changed since the last run made this dataset
             return dict(counts, dataset=str(self.out), parsed=0, cached=counts["pieces"],
@@ -297,7 +298,9 @@ class _Prepare:
         units = _Units(self.out)
         try:
             cache = _Cache(self.out / "cache", header)
-            files = [self._plan(path, name, real, cache, units) for path, name, real in found.files]
+            files = [self._plan(path, name, real, sizes[i], mtimes[i], stat_errors.get(i),
+                                cache, units)
+                     for i, (path, name, real) in enumerate(found.files)]
             found.files = []  # the SourceFiles hold the same strings
             try:
                 self._read_all(files, cache, units)
@@ -332,19 +335,14 @@ class _Prepare:
                 "reader": self.config.reader, "code": _code_digest(self.config.reader)}
 
     # -- the unchanged collection ---------------------------------------------------
-    def _stamp(self, found: "Found", header: dict) -> str | None:
+    def _stamp(self, found: "Found", header: dict, sizes, mtimes) -> str:
         """A hash of everything the dataset is made from: settings, code, and each
-        input file's path, size and modification time (None: a file cannot be
-        looked at, so the full run names the problem)."""
+        input file's path, size and modification time."""
         h = hashlib.sha256(json.dumps(
             [header, [str(s) for s in self.sources], self.config.val_fraction, self.config.seed,
              self.config.timeout, found.ignored, found.errors]).encode())
-        for path, name, real in found.files:
-            try:
-                st = os.stat(path)
-            except OSError:
-                return None
-            h.update(f"{path}\0{name}\0{real}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        for (path, name, real), size, mtime in zip(found.files, sizes, mtimes):
+            h.update(f"{path}\0{name}\0{real}\0{size}\0{mtime}\n".encode())
         return h.hexdigest()
 
     @staticmethod
@@ -380,16 +378,14 @@ class _Prepare:
                 note.unlink()
 
     # -- reading -----------------------------------------------------------------
-    def _plan(self, path: str, name: str, real: str, cache: "_Cache", units: _Units) -> SourceFile:
+    def _plan(self, path: str, name: str, real: str, size: int, mtime_ns: int,
+              stat_error: str | None, cache: "_Cache", units: _Units) -> SourceFile:
         """The file with its cached unit results, or with its units still to read."""
         f = SourceFile(path, name, real)
-        try:
-            st = os.stat(path)
-        except OSError as e:
-            f.records = [units.add(
-                _skipped("unreadable", f"{type(e).__name__}: {e.strerror or e}"), None)]
+        if stat_error is not None:
+            f.records = [units.add(_skipped("unreadable", stat_error), None)]
             return f
-        f.size, f.mtime_ns = st.st_size, st.st_mtime_ns
+        f.size, f.mtime_ns = size, mtime_ns
         if not cache.restore(f, self.config.timeout, units):
             f.parts = _list_parts(path)
             f.records = [None] * len(f.parts)
@@ -478,6 +474,23 @@ class _Prepare:
         }
 
 
+def _look(found: "Found") -> tuple[array, array, dict]:
+    """One ``os.stat`` per discovered file: sizes and modification times (-1
+    where it failed) and, by file number, what made it fail."""
+    sizes, mtimes, errors = array("q"), array("q"), {}
+    for i, (path, _, _) in enumerate(found.files):
+        try:
+            st = os.stat(path)
+        except OSError as e:
+            errors[i] = f"{type(e).__name__}: {e.strerror or e}"
+            sizes.append(-1)
+            mtimes.append(-1)
+            continue
+        sizes.append(st.st_size)
+        mtimes.append(st.st_mtime_ns)
+    return sizes, mtimes, errors
+
+
 def _start_forkserver() -> None:
     """Workers come from a forkserver, a fresh interpreter started now, so they
     inherit neither a grown parent (a large collection's bookkeeping) nor any
@@ -534,7 +547,7 @@ class _Choice:
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         tokens = np.empty(int(offsets[-1]), np.uint16)
         for at, start, n in zip(offsets[:-1], self.starts[chosen], lengths):
-            tokens[at:at + n] = units.tokens_of({"tokens_at": [int(start), int(n)]})
+            tokens[at:at + n] = units.read_tokens(int(start), int(n))
         return TokenData(tokens, offsets)
 
     def units_by_file(self, files: list, units: _Units):

@@ -261,3 +261,14 @@ def test_a_dataset_parses_its_manifest_only_when_asked(collection, tmp_path, cap
     assert cut.digest == hashlib.sha256(text[:-20]).hexdigest()[:16]
     with pytest.raises(ValueError):
         cut.manifest
+
+
+def test_a_dangling_link_is_skipped_as_unreadable_every_time(collection, tmp_path, capsys):
+    os.symlink(tmp_path / "gone.mid", collection / "link.mid")
+    out = tmp_path / "ds"
+    for _ in range(2):  # a file that cannot be looked at never lets a rerun take the shortcut
+        result = prepare_cli(capsys, collection, "--out", out)
+        assert result["skipped"].get("unreadable") == 1 and result["files"] == 6
+        entry = next(f for f in manifest(out)["files"] if f["path"].endswith("link.mid"))
+        assert entry["reason"] == "unreadable" and "FileNotFoundError" in entry["detail"]
+    assert not (out / "cache" / "dataset.json").exists()
