@@ -472,21 +472,10 @@ class OriginalityIndex:
     # -- the file a model folder holds -----------------------------------------
     def save(self, path) -> None:
         """Write the index (and thresholds) as a compressed .npz, atomically."""
-        from melody.fileio import atomic_path
-
         r = self.runs
-        t = self.thresholds
-        arrays = {
-            "version": np.array(_FORMAT_VERSION),
-            "ngram": np.array(NGRAM),
-            "intervals": r.intervals.astype(np.int16),
-            "durations": r.durations.astype(np.uint32),
-            "lengths": r.lengths.astype(np.uint32),
-            "thresholds": np.array([t.longest_run, t.share] if t else [np.nan, np.nan]),
-        }
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as f:  # a file object, so numpy adds no .npz suffix
-                np.savez_compressed(f, **arrays)
+        _write_npz(path, dict(_header(self.thresholds), intervals=r.intervals.astype(np.int16),
+                              durations=r.durations.astype(np.uint32),
+                              lengths=r.lengths.astype(np.uint32)), {})
 
     @classmethod
     def load(cls, path) -> "OriginalityIndex":
@@ -546,11 +535,16 @@ def build_originality_file(train_melodies, heldout_melodies, path) -> Thresholds
         if chunk:
             index(chunk)
         thresholds = _thresholds(best, _shares(query, NGRAM, hit))
-        small = {"version": np.array(_FORMAT_VERSION), "ngram": np.array(NGRAM),
-                 "thresholds": np.array([thresholds.longest_run, thresholds.share])}
         dtypes = {"intervals": np.int16, "durations": np.uint32, "lengths": np.uint32}
-        _write_npz(path, small, {name: (spill[name], np.dtype(dtypes[name])) for name in names})
+        _write_npz(path, _header(thresholds),
+                   {name: (spill[name], np.dtype(dtypes[name])) for name in names})
     return thresholds
+
+
+def _header(t: Thresholds | None) -> dict:
+    """The originality file's small arrays: format, run length, thresholds."""
+    return {"version": np.array(_FORMAT_VERSION), "ngram": np.array(NGRAM),
+            "thresholds": np.array([t.longest_run, t.share] if t else [np.nan, np.nan])}
 
 
 def _shares(query: _Runs, n: int, hit: np.ndarray) -> np.ndarray:
