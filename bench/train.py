@@ -132,9 +132,10 @@ def main() -> None:
         model_cfg, train_cfg, pipeline = setup(args.data)
         model = compiled_model(model_cfg, train_cfg)
         step = best_step_times(model, {"pipeline": pipeline}, args.steps)["pipeline"]
+        threading = tensorflow().config.threading
         print(json.dumps({"step": step, "matmul": matmul_flops(),
-                          "threads": [tensorflow().config.threading.get_intra_op_parallelism_threads(),
-                                      tensorflow().config.threading.get_inter_op_parallelism_threads()]}))
+                          "threads": [threading.get_intra_op_parallelism_threads(),
+                                      threading.get_inter_op_parallelism_threads()]}))
         return
     default = default_threads_figures(args)
     tuned = tune_cpu_threads()  # what `melody train` does
