@@ -152,9 +152,10 @@ def write_manifest(folder, manifest: dict) -> None:
 #
 # Each (file, part) unit is read in a worker process of our own, with a deadline
 # and a memory cap, so a hang, a memory blow-up or a native crash costs one
-# unit, never the run. Results are cached per unit in ``cache/`` (JSON + npy)
-# keyed by the file's resolved path, size and mtime, so preparing an unchanged
-# collection again reads nothing.
+# unit, never the run. Results are cached per unit in ``cache/`` keyed by the
+# file's resolved path, size and mtime, so preparing an unchanged collection
+# again reads nothing. The main process keeps its lists (files, unit results)
+# in temporary files and only numbers in memory: a few dozen bytes a file.
 
 READER = "melody.midi_io:read_melody"
 PARTS = "melody.midi_io:parts"
@@ -181,26 +182,50 @@ class PrepareConfig:
     reader: str = READER  # "module:function"; tests name a stub here
 
 
-@dataclass(slots=True)
-class SourceFile:
-    """One input music file; ``records`` holds each unit's slot in the run's
-    ``_Units`` (None: not read yet)."""
+_decode = json.JSONDecoder().decode  # json.loads less its checks: the lines are ours
 
-    path: str
-    name: str  # short display name, unique in the run
-    real: str
-    size: int = -1
-    mtime_ns: int = -1
-    parts: list = field(default_factory=lambda: [None])
-    records: list = field(default_factory=list)
 
-    def unit_id(self, i: int) -> str:
-        part = self.parts[i]
-        return self.name if part is None else f"{self.name}#{part}"
+class _Lines:
+    """JSON values, a line each, in a nameless temporary file, read back in order
+    or by number; in memory only each line's end (8 bytes), so a list of a
+    million files costs 8 MB rather than a gigabyte of Python objects."""
 
-    @property
-    def done(self) -> bool:
-        return all(r is not None for r in self.records)
+    CHUNK = 2**20
+
+    def __init__(self, folder=None):
+        self.file = tempfile.TemporaryFile(dir=folder)  # nameless: nothing to clean up
+        self.ends = array("q", [0])
+
+    def append(self, value) -> int:
+        """Store ``value``; return its number."""
+        line = json.dumps(value).encode() + b"\n"
+        self.file.write(line)  # reads use os.pread, so the file stays at its end
+        self.ends.append(self.ends[-1] + len(line))
+        return len(self.ends) - 2
+
+    def __len__(self) -> int:
+        return len(self.ends) - 1
+
+    def __getitem__(self, i: int):
+        self.file.flush()
+        return _decode(os.pread(self.file.fileno(), self.ends[i + 1] - self.ends[i],
+                                self.ends[i]).decode())
+
+    def __iter__(self):
+        """The values in order (not those appended while iterating)."""
+        self.file.flush()
+        at, end, rest = 0, self.ends[-1], b""
+        while at < end:
+            chunk = os.pread(self.file.fileno(), min(self.CHUNK, end - at), at)
+            if not chunk:
+                raise OSError(f"temporary file cut short at byte {at} of {end}")
+            at += len(chunk)
+            *lines, rest = (rest + chunk).split(b"\n")
+            yield from (_decode(line.decode()) for line in lines)
+
+    def close(self) -> None:
+        self.file.close()
+        self.ends = array("q", [0])
 
 
 class _Units:
@@ -209,38 +234,77 @@ class _Units:
     as uint16 bytes (a record's ``tokens_at`` is ``[start, count]``)."""
 
     def __init__(self, folder: Path):
-        self.records = tempfile.TemporaryFile(dir=folder)  # nameless: nothing to clean up
+        self.records = _Lines(folder)
         self.tokens = tempfile.TemporaryFile(dir=folder)
-        self.at = array("q")  # each slot's offset in ``records``
         self.n_tokens = 0
 
     def add(self, record: dict, tokens) -> int:
         """Store one unit's results; return its slot."""
         if tokens is not None:
             record = dict(record, tokens_at=[self.n_tokens, len(tokens)])
-            self.tokens.seek(0, os.SEEK_END)
             self.tokens.write(np.asarray(tokens, np.uint16).tobytes())
             self.n_tokens += len(tokens)
-        self.records.seek(0, os.SEEK_END)
-        self.at.append(self.records.tell())
-        self.records.write(json.dumps(record).encode() + b"\n")
-        return len(self.at) - 1
+        return self.records.append(record)
 
     def record(self, slot: int) -> dict:
-        self.records.seek(self.at[slot])
-        return json.loads(self.records.readline())
+        return self.records[slot]
 
     def tokens_of(self, record: dict):
         """The record's tokens (None for a skipped unit)."""
         return self.read_tokens(*record["tokens_at"]) if "tokens_at" in record else None
 
     def read_tokens(self, start: int, n: int) -> np.ndarray:
-        self.tokens.seek(2 * start)
-        return np.frombuffer(self.tokens.read(2 * n), np.uint16)
+        self.tokens.flush()
+        return np.frombuffer(os.pread(self.tokens.fileno(), 2 * n, 2 * start), np.uint16)
 
     def close(self) -> None:
         self.records.close()
         self.tokens.close()
+
+
+class _Files:
+    """The collection's files as this run knows them, on disk but for two
+    numbers a file and one a unit: ``lines`` holds each file's ``[path, name,
+    real path, size, mtime_ns, parts]`` (size -1: it could not be looked at);
+    file k's units are numbers ``first[k]`` to ``first[k + 1] - 1``, and
+    ``slots[u]`` is unit u's slot in ``_Units`` (-1: not read yet)."""
+
+    PATH, NAME, REAL, SIZE, MTIME, PARTS = range(6)
+
+    def __init__(self, folder: Path):
+        self.lines = _Lines(folder)
+        self.first = array("q", [0])
+        self.slots = array("q")
+
+    def add(self, entry: list, slots) -> None:
+        self.lines.append(entry)
+        self.slots.extend(slots)
+        self.first.append(len(self.slots))
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def __iter__(self):
+        """Each file's entry and the range of its unit numbers."""
+        for k, entry in enumerate(self.lines):
+            yield entry, range(self.first[k], self.first[k + 1])
+
+    def done(self, us: range) -> bool:
+        """Whether the units numbered ``us`` are all read."""
+        return all(self.slots[u] >= 0 for u in us)
+
+    def unit_id(self, u: int) -> str:
+        k = bisect.bisect_right(self.first, u) - 1
+        entry = self.lines[k]
+        return _unit_id(entry[self.NAME], entry[self.PARTS], u - self.first[k])
+
+    def close(self) -> None:
+        self.lines.close()
+
+
+def _unit_id(name: str, parts: list, i: int) -> str:
+    """A unit's id: the file's display name, and its tune for a many-tune file."""
+    return name if parts[i] is None else f"{name}#{parts[i]}"
 
 
 def prepare(sources, out, jobs=None, val_fraction=0.1, seed=0, timeout=30.0,
@@ -280,37 +344,45 @@ class _Prepare:
     def run(self) -> dict:
         start = time.monotonic()
         self._check_paths()
-        found = discover(self.sources, exclude=self.out)
-        if not found.files:
-            raise _usage_error(
-                f"no music files in {', '.join(map(str, self.sources))} "
-                f"(looked for {' '.join(sorted(_music_extensions()))}; "
-                f"{found.ignored} other files ignored)")
-        header = self._cache_header()
-        sizes, mtimes, stat_errors = _look(found)
-        stamp = None if stat_errors else self._stamp(found, header, sizes, mtimes)
-        counts = self._up_to_date(stamp)
-        if counts is not None:  # nothing changed since the last run made this dataset
-            return dict(counts, dataset=str(self.out), parsed=0, cached=counts["pieces"],
-                        seconds=round(time.monotonic() - start, 2),
-                        unreadable_folders=found.errors)
-        self.out.mkdir(parents=True, exist_ok=True)
-        units = _Units(self.out)
+        made = not self.out.exists()
+        self.out.mkdir(parents=True, exist_ok=True)  # the file list waits there, not in /tmp
+        found = discover(self.sources, exclude=self.out, folder=self.out)
         try:
-            cache = _Cache(self.out / "cache", header)
-            files = [self._plan(path, name, real, sizes[i], mtimes[i], stat_errors.get(i),
-                                cache, units)
-                     for i, (path, name, real) in enumerate(found.files)]
-            found.files = []  # the SourceFiles hold the same strings
+            if not len(found.files):
+                if made:
+                    with contextlib.suppress(OSError):
+                        self.out.rmdir()
+                raise _usage_error(
+                    f"no music files in {', '.join(map(str, self.sources))} "
+                    f"(looked for {' '.join(sorted(_music_extensions()))}; "
+                    f"{found.ignored} other files ignored)")
+            header = self._cache_header()
+            sizes, mtimes, stat_errors, stamp = self._look(found, header)
+            counts = self._up_to_date(stamp)
+            if counts is not None:  # nothing changed since the last run made this dataset
+                return dict(counts, dataset=str(self.out), parsed=0, cached=counts["pieces"],
+                            seconds=round(time.monotonic() - start, 2),
+                            unreadable_folders=found.errors)
+            units, files = _Units(self.out), _Files(self.out)
             try:
-                self._read_all(files, cache, units)
+                cache = _Cache(self.out / "cache", header)
+                for i, (path, name, real) in enumerate(found.files):
+                    files.add(*self._plan(path, name, real, sizes[i], mtimes[i],
+                                          stat_errors.get(i), cache, units))
+                found.files.close()  # ``files`` has it all now
+                del sizes, mtimes
+                try:
+                    self._read_all(files, cache, units)
+                finally:
+                    if self.parsed or cache.stale():
+                        cache.save(files, units)
+                cache.close()
+                counts = self._write(files, found, units, stamp)
             finally:
-                if self.parsed or cache.stale():
-                    cache.save(files, units)
-            cache.close()
-            counts = self._write(files, found, units, stamp)
+                units.close()
+                files.close()
         finally:
-            units.close()
+            found.files.close()
         result = dict(counts, dataset=str(self.out), parsed=self.parsed,
                       cached=self.cached, seconds=round(time.monotonic() - start, 2))
         result["unreadable_folders"] = found.errors
@@ -335,15 +407,27 @@ class _Prepare:
                 "reader": self.config.reader, "code": _code_digest(self.config.reader)}
 
     # -- the unchanged collection ---------------------------------------------------
-    def _stamp(self, found: "Found", header: dict, sizes, mtimes) -> str:
-        """A hash of everything the dataset is made from: settings, code, and each
-        input file's path, size and modification time."""
+    def _look(self, found: "Found", header: dict) -> tuple[array, array, dict, str | None]:
+        """One ``os.stat`` per discovered file: sizes and modification times (-1
+        where it failed), by file number what made it fail, and the stamp: a hash
+        of everything the dataset is made from (settings, code, and each file's
+        path, size and modification time; None when a file could not be looked at)."""
         h = hashlib.sha256(json.dumps(
             [header, [str(s) for s in self.sources], self.config.val_fraction, self.config.seed,
              self.config.timeout, found.ignored, found.errors]).encode())
-        for (path, name, real), size, mtime in zip(found.files, sizes, mtimes):
-            h.update(f"{path}\0{name}\0{real}\0{size}\0{mtime}\n".encode())
-        return h.hexdigest()
+        sizes, mtimes, errors = array("q"), array("q"), {}
+        for i, (path, name, real) in enumerate(found.files):
+            try:
+                st = os.stat(path)
+            except OSError as e:
+                errors[i] = f"{type(e).__name__}: {e.strerror or e}"
+                sizes.append(-1)
+                mtimes.append(-1)
+                continue
+            sizes.append(st.st_size)
+            mtimes.append(st.st_mtime_ns)
+            h.update(f"{path}\0{name}\0{real}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        return sizes, mtimes, errors, None if errors else h.hexdigest()
 
     @staticmethod
     def _dataset_files(folder: Path) -> dict:
@@ -379,24 +463,26 @@ class _Prepare:
 
     # -- reading -----------------------------------------------------------------
     def _plan(self, path: str, name: str, real: str, size: int, mtime_ns: int,
-              stat_error: str | None, cache: "_Cache", units: _Units) -> SourceFile:
-        """The file with its cached unit results, or with its units still to read."""
-        f = SourceFile(path, name, real)
+              stat_error: str | None, cache: "_Cache", units: _Units) -> tuple[list, list]:
+        """The file's entry for ``_Files`` and its units' slots: cached results,
+        or -1 for each unit still to read."""
         if stat_error is not None:
-            f.records = [units.add(_skipped("unreadable", stat_error), None)]
-            return f
-        f.size, f.mtime_ns = size, mtime_ns
-        if not cache.restore(f, self.config.timeout, units):
-            f.parts = _list_parts(path)
-            f.records = [None] * len(f.parts)
-        self.cached += sum(r is not None for r in f.records)
-        if not self.server_started and not f.done:
+            return [path, name, real, -1, -1, [None]], [
+                units.add(_skipped("unreadable", stat_error), None)]
+        restored = cache.restore(real, size, mtime_ns, self.config.timeout, units)
+        if restored is None:
+            parts = _list_parts(path)
+            slots = [-1] * len(parts)
+        else:
+            parts, slots = restored
+        self.cached += sum(slot >= 0 for slot in slots)
+        if not self.server_started and -1 in slots:
             _start_forkserver()  # a file to read: its imports overlap the rest of the planning
             self.server_started = True
-        return f
+        return [path, name, real, size, mtime_ns, parts], slots
 
-    def _read_all(self, files: list, cache: "_Cache", units: _Units) -> None:
-        n_tasks = sum(r is None for f in files for r in f.records)
+    def _read_all(self, files: _Files, cache: "_Cache", units: _Units) -> None:
+        n_tasks = files.slots.count(-1)
         if not n_tasks:
             return
         from tqdm import tqdm
@@ -405,10 +491,9 @@ class _Prepare:
                    disable=None if self.progress else True, dynamic_ncols=True)
         last_save = time.monotonic()
 
-        def done(task, record, tokens):
+        def done(u, record, tokens):
             nonlocal last_save
-            k, i = task
-            files[k].records[i] = units.add(record, tokens)
+            files.slots[u] = units.add(record, tokens)
             self.parsed += 1
             bar.update()
             if time.monotonic() - last_save > CHECKPOINT_SECONDS:
@@ -416,8 +501,8 @@ class _Prepare:
                 last_save = time.monotonic()
 
         # A generator: a large collection's list of work is never built whole.
-        work = (((k, i), f.path, f.parts[i]) for k, f in enumerate(files)
-                for i, r in enumerate(f.records) if r is None)
+        work = ((u, entry[_Files.PATH], entry[_Files.PARTS][i]) for entry, us in files
+                for i, u in enumerate(us) if files.slots[u] < 0)
         jobs = self.config.jobs or len(os.sched_getaffinity(0))
         try:
             WorkerPool(min(jobs, n_tasks), self.config, self.tokenizer).run(work, done)
@@ -425,10 +510,9 @@ class _Prepare:
             bar.close()
 
     # -- writing -----------------------------------------------------------------
-    def _write(self, files: list, found: "Found", units: _Units, stamp: str | None) -> dict:
+    def _write(self, files: _Files, found: "Found", units: _Units, stamp: str | None) -> dict:
         choice = _choose(files, units, self.config.val_fraction, self.config.seed)
-        data = {name: choice.token_data(name, units) for name in SPLITS}
-        manifest = self._manifest(files, units, choice, found, data)
+        manifest = self._manifest(files, units, choice, found)
         # Everything is written aside first, so a full disk or Ctrl-C leaves the
         # previous dataset as it was; then the manifest goes, the new files move
         # in, and the manifest comes back last: a folder counts as a dataset
@@ -437,7 +521,7 @@ class _Prepare:
         try:
             self.tokenizer.save(staging / "tokenizer.json")
             for name in SPLITS:
-                write_split(staging, name, data[name])
+                choice.write_split(staging, name, units)
             write_manifest(staging, manifest)
             self._remember(stamp, manifest["counts"], staging)
             with contextlib.suppress(FileNotFoundError):
@@ -450,16 +534,17 @@ class _Prepare:
                 staging.rmdir()
         return manifest["counts"]
 
-    def _manifest(self, files, units, choice, found, data) -> dict:
+    def _manifest(self, files: _Files, units: _Units, choice: "_Choice", found: "Found") -> dict:
         """The manifest, its file and piece entries as generators read from ``units``."""
+        lengths = {name: choice.lengths[choice.chosen(name)] for name in SPLITS}
         counts = {
             "files": len(files), "pieces": choice.n_units, "ok": len(choice.kept),
             "skipped": dict(sorted(choice.skipped.items())),
             "duplicates": choice.skipped.get(DUPLICATE, 0),
             "ignored": found.ignored, "notes": choice.notes,
             "tokens": int(choice.lengths.sum()),
-            "train_pieces": len(data["train"]), "val_pieces": len(data["val"]),
-            "train_tokens": int(data["train"].offsets[-1]), "val_tokens": int(data["val"].offsets[-1]),
+            "train_pieces": len(lengths["train"]), "val_pieces": len(lengths["val"]),
+            "train_tokens": int(lengths["train"].sum()), "val_tokens": int(lengths["val"].sum()),
         }
         return {
             "sources": [str(s) for s in self.sources],
@@ -468,27 +553,11 @@ class _Prepare:
                       "rule": "validation = the pieces with the lowest sha256('SEED:ID')"},
             "tokenizer": dict(self.tokenizer.to_dict(), vocab_size=self.tokenizer.vocab_size),
             "unreadable_folders": found.errors,
-            "files": (_file_entry(f, mine) for f, mine in choice.units_by_file(files, units)),
+            "files": (_file_entry(entry, mine)
+                      for entry, mine in choice.units_by_file(files, units)),
             "pieces": (_piece_entry(u) for _, mine in choice.units_by_file(files, units)
                        for u in mine if u["status"] == "ok" or u.get("duplicate_of")),
         }
-
-
-def _look(found: "Found") -> tuple[array, array, dict]:
-    """One ``os.stat`` per discovered file: sizes and modification times (-1
-    where it failed) and, by file number, what made it fail."""
-    sizes, mtimes, errors = array("q"), array("q"), {}
-    for i, (path, _, _) in enumerate(found.files):
-        try:
-            st = os.stat(path)
-        except OSError as e:
-            errors[i] = f"{type(e).__name__}: {e.strerror or e}"
-            sizes.append(-1)
-            mtimes.append(-1)
-            continue
-        sizes.append(st.st_size)
-        mtimes.append(st.st_mtime_ns)
-    return sizes, mtimes, errors
 
 
 def _start_forkserver() -> None:
@@ -529,78 +598,115 @@ def _skipped(reason: str, detail: str = "") -> dict:
 
 @dataclass
 class _Choice:
-    """Which units become pieces, and in which split, kept compactly (numbers per
-    kept piece, ids only for duplicates); the records stay in ``_Units``."""
+    """Which units become pieces, and in which split, as arrays of numbers: a
+    few dozen bytes a piece; the records stay in ``_Units``."""
 
     n_units: int
     kept: np.ndarray  # unit numbers (discovery order) of the kept pieces
     lengths: np.ndarray  # their token counts
     starts: np.ndarray  # where their tokens are in ``_Units``
     val: np.ndarray  # per kept piece: in the validation split
-    duplicate_of: dict  # unit number -> id of the first unit with its melody
+    duplicates: np.ndarray  # unit numbers of the later repeats of a melody, ascending
+    originals: np.ndarray  # per repeat, the unit number of the melody's first unit
     skipped: Counter
     notes: int
 
-    def token_data(self, name: str, units: _Units) -> TokenData:
-        chosen = self.val if name == "val" else ~self.val
+    def chosen(self, name: str) -> np.ndarray:
+        return self.val if name == "val" else ~self.val
+
+    def write_split(self, folder: Path, name: str, units: _Units) -> None:
+        """Write one split's arrays, the tokens streamed piece by piece from ``units``."""
+        chosen = self.chosen(name)
         lengths = self.lengths[chosen]
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        tokens = np.empty(int(offsets[-1]), np.uint16)
-        for at, start, n in zip(offsets[:-1], self.starts[chosen], lengths):
-            tokens[at:at + n] = units.read_tokens(int(start), int(n))
-        return TokenData(tokens, offsets)
+        with atomic_open(Path(folder) / f"{name}.tokens.npy") as f:
+            np.lib.format.write_array_header_1_0(f, {
+                "descr": np.lib.format.dtype_to_descr(np.dtype(np.uint16)),
+                "fortran_order": False, "shape": (int(offsets[-1]),)})
+            starts = self.starts[chosen]
+            for at in range(0, len(lengths), 65536):  # a chunk at a time: lists of ints are big
+                for start, n in zip(starts[at:at + 65536].tolist(),
+                                    lengths[at:at + 65536].tolist()):
+                    f.write(units.read_tokens(start, n).tobytes())
+        with atomic_open(Path(folder) / f"{name}.offsets.npy") as f:
+            np.save(f, offsets)
 
-    def units_by_file(self, files: list, units: _Units):
-        """Per file, its units as dicts (record, id, file, part, split, duplicate)."""
-        p = 0  # the next kept piece: ``kept`` is in discovery order too
+    def units_by_file(self, files: _Files, units: _Units):
+        """Per file, its entry and its units as dicts (record, id, file, part,
+        split, duplicate)."""
         index = np.zeros(len(self.kept), np.int64)  # each kept piece's index in its split
         for chosen in (self.val, ~self.val):
             index[chosen] = np.arange(chosen.sum())
-        g = 0
-        for f in files:
+        p = d = 0  # the next kept piece and the next repeat: both in unit order
+        for entry, us in files:
             mine = []
-            for i, slot in enumerate(f.records):
-                u = dict(units.record(slot), id=f.unit_id(i), file=str(f.path), part=f.parts[i])
-                if g in self.duplicate_of:
-                    kept = self.duplicate_of[g]
-                    u.update(status="skipped", reason=DUPLICATE, detail=f"same melody as {kept}",
-                             duplicate_of=kept)
-                elif p < len(self.kept) and self.kept[p] == g:
-                    u.update(split="val" if self.val[p] else "train", index=int(index[p]))
+            parts = entry[_Files.PARTS]
+            for i, u in enumerate(us):
+                unit = dict(units.record(files.slots[u]), id=_unit_id(entry[_Files.NAME], parts, i),
+                            file=entry[_Files.PATH], part=parts[i])
+                if d < len(self.duplicates) and self.duplicates[d] == u:
+                    original = files.unit_id(int(self.originals[d]))
+                    unit.update(status="skipped", reason=DUPLICATE,
+                                detail=f"same melody as {original}", duplicate_of=original)
+                    d += 1
+                elif p < len(self.kept) and self.kept[p] == u:
+                    unit.update(split="val" if self.val[p] else "train", index=int(index[p]))
                     p += 1
-                mine.append(u)
-                g += 1
-            yield f, mine
+                mine.append(unit)
+            yield entry, mine
 
 
-def _choose(files: list, units: _Units, val_fraction: float, seed: int) -> _Choice:
+def _choose(files: _Files, units: _Units, val_fraction: float, seed: int) -> _Choice:
     """Dedupe (later repeats of a melody in any key are skipped) and split, one
-    record read at a time."""
-    first = {}  # melody signature -> number of its first unit
-    file_starts = array("q")  # number of each file's first unit
-    kept, lengths, starts, keys = array("q"), array("q"), array("q"), array("Q")
-    duplicate_of, skipped, notes, number = {}, Counter(), 0, 0
-    for f in files:
-        file_starts.append(number)
-        for i, slot in enumerate(f.records):
-            record = units.record(slot)
+    record read at a time into arrays of numbers (44 bytes a piece); the first
+    unit of each melody is found by sorting the melody signatures."""
+    ok, starts, keys, high = array("q"), array("q"), array("Q"), array("Q")
+    lengths, notes, low = array("i"), array("i"), array("I")
+    skipped = Counter()
+    for entry, us in files:
+        for i, u in enumerate(us):
+            record = units.record(files.slots[u])
             if record["status"] != "ok":
                 skipped[record["reason"]] += 1
-            elif (kept_number := first.setdefault(bytes.fromhex(record["signature"]), number)) \
-                    != number:
-                k = bisect.bisect_right(file_starts, kept_number) - 1
-                duplicate_of[number] = files[k].unit_id(kept_number - file_starts[k])
-                skipped[DUPLICATE] += 1
-            else:
-                kept.append(number)
-                lengths.append(record["tokens_at"][1])
-                starts.append(record["tokens_at"][0])
-                keys.append(_split_key(seed, f.unit_id(i)))
-                notes += record["notes"]
-            number += 1
-    return _Choice(number, np.array(kept, np.int64), np.array(lengths, np.int64),
-                   np.array(starts, np.int64), _validation(keys, val_fraction),
-                   duplicate_of, skipped, notes)
+                continue
+            ok.append(u)
+            start, n = record["tokens_at"]
+            starts.append(start)
+            lengths.append(n)
+            notes.append(record["notes"])
+            signature = record["signature"]  # 24 hex digits
+            high.append(int(signature[:16], 16))
+            low.append(int(signature[16:24] or "0", 16))
+            keys.append(_split_key(seed, _unit_id(entry[_Files.NAME], entry[_Files.PARTS], i)))
+    high_v, low_v = np.frombuffer(high, np.uint64), np.frombuffer(low, np.uint32)
+    order = np.lexsort((low_v, high_v))  # stable: a melody's units stay in unit order
+    sorted_high, sorted_low = high_v[order], low_v[order]
+    same = sorted_high[1:] == sorted_high[:-1]
+    same &= sorted_low[1:] == sorted_low[:-1]
+    del sorted_high, sorted_low
+    repeats, originals = array("q"), array("q")  # as indices into ``ok``
+    last = -2
+    for at in (np.flatnonzero(same) + 1).tolist():  # repeats are few: a loop will do
+        if at != last + 1:
+            original = int(order[at - 1])
+        repeats.append(int(order[at]))
+        originals.append(original)
+        last = at
+    del order, same
+    by_unit = np.argsort(np.frombuffer(repeats, np.int64), kind="stable")
+    keep = np.ones(len(ok), bool)
+    keep[np.frombuffer(repeats, np.int64)] = False
+    if repeats:
+        skipped[DUPLICATE] += len(repeats)
+    ok_v = np.frombuffer(ok, np.int64)
+    return _Choice(
+        n_units=len(files.slots), kept=ok_v[keep],
+        lengths=np.frombuffer(lengths, np.int32)[keep].astype(np.int64),
+        starts=np.frombuffer(starts, np.int64)[keep],
+        val=_validation(np.frombuffer(keys, np.uint64)[keep], val_fraction),
+        duplicates=ok_v[np.frombuffer(repeats, np.int64)[by_unit]],
+        originals=ok_v[np.frombuffer(originals, np.int64)[by_unit]],
+        skipped=skipped, notes=int(np.frombuffer(notes, np.int32)[keep].sum(dtype=np.int64)))
 
 
 def _split_key(seed: int, piece_id: str) -> int:
@@ -637,17 +743,18 @@ def _unit_entry(u: dict) -> dict:
     return {k: u[k] for k in _UNIT_KEYS if u.get(k) not in (None, "")}
 
 
-def _file_entry(f: SourceFile, mine: list) -> dict:
-    if f.parts == [None]:
-        return dict({"path": str(f.path)}, **_unit_entry(mine[0]))
+def _file_entry(entry: list, mine: list) -> dict:
+    path = entry[_Files.PATH]
+    if entry[_Files.PARTS] == [None]:
+        return dict({"path": path}, **_unit_entry(mine[0]))
     ok = [u for u in mine if u["status"] == "ok"]
-    entry = {"path": str(f.path), "status": "ok" if ok else "skipped",
-             "notes": sum(u["notes"] for u in ok)}
+    summary = {"path": path, "status": "ok" if ok else "skipped",
+               "notes": sum(u["notes"] for u in ok)}
     if not ok:
-        entry["reason"] = Counter(u["reason"] for u in mine).most_common(1)[0][0]
-        entry["detail"] = f"none of its {len(mine)} tunes was kept"
-    entry["pieces"] = [dict({"id": u["id"], "part": u["part"]}, **_unit_entry(u)) for u in mine]
-    return entry
+        summary["reason"] = Counter(u["reason"] for u in mine).most_common(1)[0][0]
+        summary["detail"] = f"none of its {len(mine)} tunes was kept"
+    summary["pieces"] = [dict({"id": u["id"], "part": u["part"]}, **_unit_entry(u)) for u in mine]
+    return summary
 
 
 def _piece_entry(u: dict) -> dict:
@@ -662,7 +769,7 @@ def _piece_entry(u: dict) -> dict:
 
 @dataclass
 class Found:
-    files: list  # (path, unique display name, resolved path)
+    files: _Lines  # [path, unique display name, resolved path] each
     ignored: int = 0
     errors: list = field(default_factory=list)  # folders that could not be listed
 
@@ -673,50 +780,62 @@ def _music_extensions() -> frozenset:
     return frozenset(MUSIC_EXTENSIONS)
 
 
-def discover(sources, exclude=None) -> Found:
+def discover(sources, exclude=None, folder=None) -> Found:
     """Music files under ``sources`` (files or folders, recursively, any letter case).
 
     Each real folder and file is visited once, so symlink loops end; folders
     that cannot be listed are reported, not fatal; ``exclude`` (the dataset
-    folder) is never searched.
+    folder) is never searched. A file's display name is its path from its
+    source's name; a source named like an earlier one is named by its full
+    resolved path, so names stay unique. The list is kept in a temporary file
+    in ``folder`` (``Found.files``; the caller closes it).
     """
-    walk = _Walk(_music_extensions())
+    walk = _Walk(_music_extensions(), folder)
     if exclude is not None:
-        walk.seen.add(os.path.realpath(exclude))
+        walk.folders.add(os.path.realpath(exclude))
+    names = set()
     for source in sources:
         source = os.fspath(source)
-        name = os.path.basename(os.path.abspath(source))
+        name, real = os.path.basename(os.path.abspath(source)), os.path.realpath(source)
+        if name in names:
+            name = real  # two sources of the same name
+        names.add(name)
         if os.path.isdir(source):
-            walk.folder(source, name)
+            walk.folder(source, name, real)
         else:
-            walk.file(source, name, os.path.realpath(source))
+            walk.file(source, name, real, linked=True)
     return walk.found
 
 
 class _Walk:
-    def __init__(self, extensions):
-        self.extensions, self.found = extensions, Found([])
-        self.seen, self.names = set(), set()
+    """Visits each real folder once, and each real file once, the first time it
+    is reached, holding nothing per file: a folder's own entries are new unless
+    a link or a source reached them first (``linked``: the few files reached
+    that way), and a linked file was reached before when its folder was listed."""
 
-    def file(self, path: str, name: str, real: str) -> None:
-        if real in self.seen:
+    def __init__(self, extensions, folder=None):
+        self.extensions, self.found = extensions, Found(_Lines(folder))
+        self.folders, self.linked = set(), set()  # real paths
+
+    def file(self, path: str, name: str, real: str, linked: bool = False) -> None:
+        if real in self.linked:
             return
-        self.seen.add(real)
+        if linked:
+            if os.path.dirname(real) in self.folders and os.path.exists(real):
+                return
+            self.linked.add(real)
         if os.path.splitext(path)[1].lower() not in self.extensions:
             self.found.ignored += 1
             return
-        if name in self.names:
-            name = real  # two sources with the same inner layout
-        self.names.add(name)
-        self.found.files.append((path, name, real))
+        self.found.files.append([path, name, real])
 
-    def folder(self, top: str, top_name: str) -> None:
-        stack = [(top, top_name, os.path.realpath(top))]
+    def folder(self, top: str, top_name: str, top_real: str) -> None:
+        stack = [(top, top_name, top_real)]
         while stack:
             folder, name, real = stack.pop()
-            if real in self.seen:
+            if real in self.folders:
                 continue
-            self.seen.add(real)
+            self.folders.add(real)
             try:
                 with os.scandir(folder) as it:
                     entries = sorted(it, key=lambda e: e.name)
@@ -727,8 +846,8 @@ class _Walk:
             for entry in entries:
                 path, inner = os.path.join(folder, entry.name), f"{name}/{entry.name}"
                 # Only a link can lead elsewhere; other entries live in this real folder.
-                entry_real = (os.path.realpath(path) if entry.is_symlink()
-                              else os.path.join(real, entry.name))
+                link = entry.is_symlink()
+                entry_real = os.path.realpath(path) if link else os.path.join(real, entry.name)
                 try:
                     is_dir = entry.is_dir()
                 except OSError:
@@ -736,7 +855,7 @@ class _Walk:
                 if is_dir:
                     subfolders.append((path, inner, entry_real))
                 else:
-                    self.file(path, inner, entry_real)
+                    self.file(path, inner, entry_real, linked=link)
             stack.extend(reversed(subfolders))  # popped in name order
 
 
@@ -791,30 +910,31 @@ class _Cache:
         key, _, entry = self.index.readline().partition(b"\t")
         return json.loads(entry) if key == wanted else None  # a hash collision: read again
 
-    def restore(self, f: SourceFile, timeout: float, units: _Units) -> bool:
-        """Fill ``f`` from the cache when its file is unchanged; units that crashed,
-        or timed out under a shorter limit than ``timeout``, are left to read again."""
-        entry = self._entry(f.real)
-        if not entry or tuple(entry[:2]) != (f.size, f.mtime_ns):
-            return False
+    def restore(self, real: str, size: int, mtime_ns: int, timeout: float,
+                units: _Units) -> tuple[list, list] | None:
+        """The parts of the file and the slots of its units' results, put in
+        ``units``, when the file is unchanged (else None); units that crashed, or
+        timed out under a shorter limit than ``timeout``, get -1: read them again."""
+        entry = self._entry(real)
+        if not entry or tuple(entry[:2]) != (size, mtime_ns):
+            return None
         self.restored += 1
-        f.parts = entry[2]
-        f.records = []
+        slots = []
         for record in entry[3]:
             start, n = record.pop("tokens_at", (0, -1))
             if record["reason"] == CRASHED or (
                     record["reason"] == TIMED_OUT and record.get("timeout", 0) < timeout):
-                f.records.append(None)  # a crash may have been the machine's, not the file's
+                slots.append(-1)  # a crash may have been the machine's, not the file's
                 continue
-            f.records.append(units.add(record, self.tokens[start:start + n] if n >= 0 else None))
-        return True
+            slots.append(units.add(record, self.tokens[start:start + n] if n >= 0 else None))
+        return entry[2], slots
 
     def stale(self) -> bool:
         """Whether the cache holds other files than the ones restored from it
         (nothing new was read, so they are all the files it should hold)."""
         return self.restored != len(self.keys)
 
-    def save(self, files: list, units: _Units) -> None:
+    def save(self, files: _Files, units: _Units) -> None:
         """Write the results of every finished file, streaming them from ``units``."""
         name = f"tokens-{os.urandom(8).hex()}.u16"
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -822,20 +942,21 @@ class _Cache:
         with atomic_open(self.folder / "index.jsonl") as index:
             with atomic_open(self.folder / name) as tokens:
                 index.write(json.dumps({"header": self.header, "tokens": name}).encode() + b"\n")
-                for f in files:
-                    if f.size < 0 or not f.done:
+                for entry, us in files:
+                    if entry[_Files.SIZE] < 0 or not files.done(us):
                         continue
                     records = []
-                    for slot in f.records:
-                        record = units.record(slot)
+                    for u in us:
+                        record = units.record(files.slots[u])
                         piece = units.tokens_of(record)
                         if piece is not None:
                             record["tokens_at"] = [at, len(piece)]
                             tokens.write(piece.tobytes())
                             at += len(piece)
                         records.append(record)
-                    index.write(json.dumps(f.real).encode() + b"\t" + json.dumps(
-                        [f.size, f.mtime_ns, f.parts, records]).encode() + b"\n")
+                    index.write(json.dumps(entry[_Files.REAL]).encode() + b"\t" + json.dumps(
+                        [entry[_Files.SIZE], entry[_Files.MTIME], entry[_Files.PARTS],
+                         records]).encode() + b"\n")
         for old in (*self.folder.glob("tokens-*"), self.folder / "index.json"):  # index.json: v1
             if old.name != name:
                 with contextlib.suppress(OSError):

@@ -186,6 +186,7 @@ def test_bad_sources_are_one_line_usage_errors(tmp_path, capsys):
     assert main(["prepare", str(tmp_path / "text"), "--out", str(tmp_path / "ds")]) == 2
     err = capsys.readouterr().err
     assert "no music files" in err and err.count("\n") == 1
+    assert not (tmp_path / "ds").exists()  # nothing made for nothing
 
 
 def test_failed_write_keeps_the_previous_dataset_and_makes_no_new_one(collection, tmp_path,
@@ -197,7 +198,7 @@ def test_failed_write_keeps_the_previous_dataset_and_makes_no_new_one(collection
     def disk_full(*args):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(data, "write_split", disk_full)
+    monkeypatch.setattr(data._Choice, "write_split", disk_full)
     assert main(["prepare", str(collection), "--out", str(out), "--seed", "9"]) == 1
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
     assert main(["prepare", str(collection), "--out", str(tmp_path / "new")]) == 1
@@ -272,3 +273,34 @@ def test_a_dangling_link_is_skipped_as_unreadable_every_time(collection, tmp_pat
         entry = next(f for f in manifest(out)["files"] if f["path"].endswith("link.mid"))
         assert entry["reason"] == "unreadable" and "FileNotFoundError" in entry["detail"]
     assert not (out / "cache" / "dataset.json").exists()
+
+
+def test_a_file_reached_twice_counts_once_where_it_was_first_reached(tmp_path, capsys):
+    """Through a link met before or after its folder is listed, or named as a
+    source before the folder that holds it: one file, named by its first path."""
+    root = tmp_path / "songs"
+    for name, tune in (("one", TUNE_A), ("two", TUNE_B), ("three", TUNE_C)):
+        write(root / "m" / f"{name}.mid", midi(tune))
+    write(root / "m" / "notes.txt", b"not music")
+    os.symlink(root / "m" / "one.mid", root / "early.mid")  # met before m/ is listed
+    (root / "z").mkdir()
+    os.symlink(root / "m" / "three.mid", root / "z" / "late.mid")  # met after m/ is listed
+    os.symlink(root / "m" / "two.mid", root / "z" / "again.mid")
+    os.symlink(root / "m" / "notes.txt", root / "z" / "notes.mid")
+    result = prepare_cli(capsys, root / "m" / "two.mid", root, "--out", tmp_path / "ds")
+    m = manifest(tmp_path / "ds")
+    assert sorted(os.path.relpath(f["path"], root) for f in m["files"]) == [
+        "early.mid", "m/three.mid", "m/two.mid"]
+    assert result["files"] == 3 and result["ignored"] == 1 and result["ok"] == 3
+    assert sorted(p["id"] for p in m["pieces"]) == [
+        "songs/early.mid", "songs/m/three.mid", "two.mid"]
+
+
+def test_sources_of_the_same_name_keep_their_pieces_apart(tmp_path, capsys):
+    for parent, tune in (("x", TUNE_A), ("y", TUNE_B)):
+        write(tmp_path / parent / "songs" / "tune.mid", midi(tune))
+    result = prepare_cli(capsys, tmp_path / "x" / "songs", tmp_path / "y" / "songs",
+                         "--out", tmp_path / "ds")
+    ids = [p["id"] for p in manifest(tmp_path / "ds")["pieces"]]
+    assert result["ok"] == 2 and sorted(ids) == sorted(
+        ["songs/tune.mid", os.path.realpath(tmp_path / "y" / "songs") + "/tune.mid"])
