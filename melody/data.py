@@ -426,7 +426,8 @@ class _Prepare:
                 continue
             sizes.append(st.st_size)
             mtimes.append(st.st_mtime_ns)
-            h.update(f"{path}\0{name}\0{real}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            h.update(f"{path}\0{name}\0{real}\0{st.st_size}\0{st.st_mtime_ns}\n".encode(
+                "utf-8", "surrogateescape"))  # a name in no encoding still hashes
         return sizes, mtimes, errors, None if errors else h.hexdigest()
 
     @staticmethod
@@ -710,7 +711,8 @@ def _choose(files: _Files, units: _Units, val_fraction: float, seed: int) -> _Ch
 
 
 def _split_key(seed: int, piece_id: str) -> int:
-    return int.from_bytes(hashlib.sha256(f"{seed}:{piece_id}".encode()).digest()[:8], "big")
+    key = f"{seed}:{piece_id}".encode("utf-8", "surrogateescape")  # a file name in no encoding too
+    return int.from_bytes(hashlib.sha256(key).digest()[:8], "big")
 
 
 def _validation(keys, val_fraction: float) -> np.ndarray:

@@ -304,3 +304,31 @@ def test_sources_of_the_same_name_keep_their_pieces_apart(tmp_path, capsys):
     ids = [p["id"] for p in manifest(tmp_path / "ds")["pieces"]]
     assert result["ok"] == 2 and sorted(ids) == sorted(
         ["songs/tune.mid", os.path.realpath(tmp_path / "y" / "songs") + "/tune.mid"])
+
+
+def test_the_on_disk_lists_give_back_what_was_put_in(tmp_path, monkeypatch):
+    """prepare's file and record lists live in temporary files: in order and by
+    number, across read chunks, with names no encoding can spell."""
+    monkeypatch.setattr(data._Lines, "CHUNK", 7)  # most lines straddle two chunks
+    values = [["songs/a.mid", "songs/\udcff\n.mid", 3, [None]], {"key": "é" * 20}, [], "x"]
+    lines = data._Lines(tmp_path)
+    assert [lines.append(v) for v in values] == [0, 1, 2, 3]
+    assert list(lines) == values and [lines[i] for i in (3, 0, 2, 1)] == [values[i] for i in (3, 0, 2, 1)]
+    lines.append("late")
+    assert len(lines) == 5 and lines[4] == "late" and list(lines)[-1] == "late"
+    lines.close()
+    assert os.listdir(tmp_path) == []  # nameless: nothing left behind
+
+
+def test_file_names_in_no_encoding_or_with_a_newline_are_prepared(tmp_path, capsys):
+    songs = tmp_path / "songs"
+    songs.mkdir()
+    with open(os.fsencode(songs) + b"/\xff-latin1-\xe9.mid", "wb") as f:
+        f.write(midi(TUNE_A))
+    write(songs / "two\nlines.mid", midi(TUNE_B))
+    for read in (2, 0):  # the second run takes it all from the cache
+        result = prepare_cli(capsys, songs, "--out", tmp_path / "ds")
+        assert result["ok"] == 2 and result["parsed"] == read
+    paths = sorted(f["path"] for f in manifest(tmp_path / "ds")["files"])
+    assert [os.fsencode(p) for p in paths] == sorted(
+        [os.fsencode(songs) + b"/\xff-latin1-\xe9.mid", os.fsencode(songs / "two\nlines.mid")])
