@@ -32,6 +32,7 @@ import importlib
 import itertools
 import json
 import os
+import select
 import signal
 import sys
 import tempfile
@@ -979,6 +980,22 @@ class _Worker:
         self.process, self.conn = process, conn
         self.sent: deque = deque()
         self.since = 0.0  # when the oldest sent unit began (the previous one came back)
+        self.unit_seconds = 0.0  # how long its units take, a moving average (0: not known)
+
+    def took(self, seconds: float) -> None:
+        """A unit came back, read in ``seconds`` (the worker's own clock)."""
+        self.unit_seconds = seconds if not self.unit_seconds else (
+            0.8 * self.unit_seconds + 0.2 * seconds)
+
+    def depth(self, gap: float, most: int) -> int:
+        """Units to keep sent: the one it reads, and enough for twice ``gap`` after it."""
+        if not self.unit_seconds:
+            return 2
+        return min(most, 2 + int(2 * gap / max(self.unit_seconds, 1e-5)))
+
+    def lasts(self) -> float:
+        """Seconds its units in hand surely keep it busy (half the estimate)."""
+        return (len(self.sent) - 1) * self.unit_seconds / 2
 
     def send(self, item) -> None:
         if not self.sent:
@@ -1032,9 +1049,12 @@ class _Pending:
 class WorkerPool:
     """``jobs`` worker processes reading units, each unit under its own deadline.
 
-    Each worker holds up to ``DEPTH`` units so it never waits for the parent;
-    it reads them in order, so the oldest one's clock starts when the one
-    before it came back. A unit past its deadline has its worker killed
+    The parent wakes at most once every ``GAP`` seconds and takes every result
+    that came meanwhile: on a busy machine each wake-up costs more than the
+    bookkeeping of a unit. So that no worker waits for it, each holds enough
+    units to last the gap (``depth``, from how long its units take); it reads
+    them in order, so the oldest one's clock starts when the one before it
+    came back. A unit past its deadline has its worker killed
     ("timed out"); a worker that dies mid-unit makes it "crashed"; the units
     queued behind it go to another worker, and a fresh worker takes its place.
 
@@ -1042,7 +1062,8 @@ class WorkerPool:
     interpreter, so neither the parent's memory nor its TensorFlow is passed on.
     """
 
-    DEPTH = 2
+    GAP = 0.005
+    MAX_DEPTH = 64
 
     def __init__(self, jobs: int, config: PrepareConfig, tokenizer: Tokenizer):
         import multiprocessing
@@ -1057,13 +1078,18 @@ class WorkerPool:
         ``done(task, record, tokens)`` for each."""
         from multiprocessing.connection import wait
 
-        pending, workers = _Pending(work), []
+        pending, workers, woke = _Pending(work), [], 0.0
         try:
             while pending or any(w.sent for w in workers):
                 self._dispatch(pending, workers)
                 busy = [w for w in workers if w.sent]
+                # Sleep out the gap, if the units each worker holds last that long.
+                rest = min([woke + self.GAP - time.monotonic()] + [w.lasts() for w in busy])
+                if rest > 0:
+                    time.sleep(rest)
                 nearest = min(w.since for w in busy) + self.config.timeout
                 ready = wait([w.conn for w in busy], timeout=max(0.0, nearest - time.monotonic()))
+                woke = time.monotonic()
                 for w in busy:
                     if w.conn in ready:
                         self._collect(w, pending, workers, done)
@@ -1078,7 +1104,7 @@ class WorkerPool:
         while pending and len(workers) < self.jobs:
             workers.append(self._start())
         for w in list(workers):
-            while pending and len(w.sent) < self.DEPTH:
+            while pending and len(w.sent) < w.depth(self.GAP, self.MAX_DEPTH):
                 try:
                     w.send(pending.peek())
                 except OSError:  # it died while idle: its units go elsewhere
@@ -1087,15 +1113,21 @@ class WorkerPool:
                 pending.popleft()
 
     def _collect(self, w: _Worker, pending: "_Pending", workers: list, done) -> None:
-        try:
-            record, tokens = w.conn.recv()
-        except (EOFError, OSError):
-            self._retire(w, pending, workers, done, _skipped(CRASHED, w.death()))
-            return
-        done(w.sent.popleft()[0], record, tokens)
+        """Take every result ``w`` has sent."""
+        n = 0
+        while w.sent and (n == 0 or select.select([w.conn], [], [], 0)[0]):  # (conn.poll is slower)
+            try:
+                record, tokens, seconds = w.conn.recv()
+            except (EOFError, OSError):
+                self._retire(w, pending, workers, done, _skipped(CRASHED, w.death()))
+                return
+            done(w.sent.popleft()[0], record, tokens)
+            w.took(seconds)
+            n += 1
+            if record["reason"] == OUT_OF_MEMORY:  # its heap may be past saving
+                self._retire(w, pending, workers, None, None)
+                return
         w.since = time.monotonic()
-        if record["reason"] == OUT_OF_MEMORY:  # its heap may be past saving
-            self._retire(w, pending, workers, None, None)
 
     @staticmethod
     def _retire(w: _Worker, pending: "_Pending", workers: list, done, record) -> None:
@@ -1136,8 +1168,9 @@ def _worker_main(conn, reader_spec: str, tokenizer_config: dict, memory_limit: i
             return
         if item is None:
             return
+        start = time.monotonic()
         record, tokens = read_unit(reader, tokenizer, SkipFile, *item)
-        conn.send((record, tokens))
+        conn.send((record, tokens, time.monotonic() - start))
         if record["reason"] == OUT_OF_MEMORY:
             return
 

@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import time
+from collections import Counter
 from unittest.mock import ANY
 
 import numpy as np
@@ -166,6 +167,22 @@ def test_hang_crash_and_memory_blowup_cost_one_file_each(tmp_path):
     assert files["probe.mid"]["detail"] == "loaded: "  # workers never import TensorFlow
     assert files["good.mid"]["status"] == files["zz.mid"]["status"] == "ok"
     assert result["ok"] == 2
+
+
+def test_a_worker_holding_many_quick_units_loses_only_the_bad_ones(tmp_path):
+    """Quick units are sent many at a time (the parent wakes only every few
+    milliseconds); a hang or a crash among them still costs only itself, and the
+    hang is timed from when the unit before it came back, not from when it was sent."""
+    rng = np.random.default_rng(0)
+    names = [f"a/{i:03d}.mid" for i in range(100)] + ["b/hang.mid"] + [
+        f"c/{i:03d}.mid" for i in range(80)] + ["d/crash.mid"] + [f"e/{i:03d}.mid" for i in range(58)]
+    for name in names:  # read in this order
+        write(tmp_path / "in" / name, midi(rng.integers(55, 80, 12).tolist()))
+    result = data.prepare([tmp_path / "in"], tmp_path / "ds", jobs=1, val_fraction=0.1, seed=0,
+                          timeout=2, progress=False, reader=f"{__name__}:stub_reader")
+    reasons = Counter(f.get("reason") for f in manifest(tmp_path / "ds")["files"])
+    assert reasons == {None: 238, "timed out": 1, "crashed": 1}
+    assert result["ok"] == 238
 
 
 def test_many_tune_abc_file_gives_one_piece_per_tune(tmp_path, capsys):
