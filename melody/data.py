@@ -191,7 +191,7 @@ class _Lines:
     or by number; in memory only each line's end (8 bytes), so a list of a
     million files costs 8 MB rather than a gigabyte of Python objects."""
 
-    CHUNK = 2**20
+    CHUNK = 2**16  # read at a time: its lines, as objects, take a few times as much
 
     def __init__(self, folder=None):
         self.file = tempfile.TemporaryFile(dir=folder)  # nameless: nothing to clean up
@@ -626,9 +626,8 @@ class _Choice:
                 "descr": np.lib.format.dtype_to_descr(np.dtype(np.uint16)),
                 "fortran_order": False, "shape": (int(offsets[-1]),)})
             starts = self.starts[chosen]
-            for at in range(0, len(lengths), 65536):  # a chunk at a time: lists of ints are big
-                for start, n in zip(starts[at:at + 65536].tolist(),
-                                    lengths[at:at + 65536].tolist()):
+            for at in range(0, len(lengths), 4096):  # a chunk at a time: lists of ints are big
+                for start, n in zip(starts[at:at + 4096].tolist(), lengths[at:at + 4096].tolist()):
                     f.write(units.read_tokens(start, n).tobytes())
         with atomic_open(Path(folder) / f"{name}.offsets.npy") as f:
             np.save(f, offsets)
