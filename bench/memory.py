@@ -6,8 +6,8 @@ Prepares two synthetic MIDI collections (``--small`` and ``--files`` files),
 each in a fresh process, and prints the peak resident memory of the process
 that runs ``prepare`` and of its largest worker, next to the token data the
 dataset holds. The workers should not grow at all with the collection; the
-main process grows only by the per-file bookkeeping (manifest entries, token
-arrays), which the "per extra file" line shows. Then one training epoch of
+main process keeps its lists on disk and grows only by a few numbers a file
+and a piece, which the "per extra file" line shows next to the token data. Then one training epoch of
 the default model runs on each dataset (``--train-steps`` batches, since a
 full pass over 50,000 files takes an hour here, plus the full validation
 split); its peak should not grow beyond the token data, which is
