@@ -986,11 +986,15 @@ class _Worker:
         self.unit_seconds = seconds if not self.unit_seconds else (
             0.8 * self.unit_seconds + 0.2 * seconds)
 
-    def depth(self, gap: float, most: int) -> int:
-        """Units to keep sent: the one it reads, and enough for twice ``gap`` after it."""
-        if not self.unit_seconds:
-            return 2
-        return min(most, 2 + int(2 * gap / max(self.unit_seconds, 1e-5)))
+    def wants_more(self, gap: float, most: int) -> bool:
+        """Whether to send it another unit: it keeps the one it reads and enough
+        for twice ``gap`` after it (at most ``most``), as long as they fit in
+        half a pipe, so that the parent never blocks writing to a worker that
+        is itself blocked writing results to the parent."""
+        depth = 2 if not self.unit_seconds else min(
+            most, 2 + int(2 * gap / max(self.unit_seconds, 1e-5)))
+        return len(self.sent) < depth and sum(
+            4 * len(item[1]) + 100 for item in self.sent) < 32768  # bytes, UTF-8 at its widest
 
     def lasts(self) -> float:
         """Seconds its units in hand surely keep it busy (half the estimate)."""
@@ -1051,9 +1055,8 @@ class WorkerPool:
     The parent wakes at most once every ``GAP`` seconds and takes every result
     that came meanwhile: on a busy machine each wake-up costs more than the
     bookkeeping of a unit. So that no worker waits for it, each holds enough
-    units to last the gap (``depth``, from how long its units take); it reads
-    them in order, so the oldest one's clock starts when the one before it
-    came back. A unit past its deadline has its worker killed
+    units to last the gap (from how long its units take); it reads them in
+    order, so the oldest one's clock starts when the one before it came back. A unit past its deadline has its worker killed
     ("timed out"); a worker that dies mid-unit makes it "crashed"; the units
     queued behind it go to another worker, and a fresh worker takes its place.
 
@@ -1103,7 +1106,7 @@ class WorkerPool:
         while pending and len(workers) < self.jobs:
             workers.append(self._start())
         for w in list(workers):
-            while pending and len(w.sent) < w.depth(self.GAP, self.MAX_DEPTH):
+            while pending and w.wants_more(self.GAP, self.MAX_DEPTH):
                 try:
                     w.send(pending.peek())
                 except OSError:  # it died while idle: its units go elsewhere
