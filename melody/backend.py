@@ -8,6 +8,13 @@ import sys
 import tempfile
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (on macOS, which cannot say, all of them)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def quiet_tensorflow() -> None:
     """Silence TensorFlow's C++ and Python start-up logs (call before importing it)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -90,7 +97,7 @@ def tune_cpu_threads() -> bool:
     if tf.config.list_physical_devices("GPU"):
         return False
     try:
-        cores = len(os.sched_getaffinity(0))
+        cores = usable_cores()
         tf.config.threading.set_intra_op_parallelism_threads(max(1, cores // 2))
         tf.config.threading.set_inter_op_parallelism_threads(2)
     except RuntimeError:  # TensorFlow is already running

@@ -45,6 +45,7 @@ from types import GeneratorType
 
 import numpy as np
 
+from melody.backend import usable_cores
 from melody.fileio import atomic_open, atomic_write_text, remove_written
 from melody.notes import Melody
 from melody.tokenizer import Tokenizer, TokenizerConfig
@@ -505,7 +506,7 @@ class _Prepare:
         # A generator: a large collection's list of work is never built whole.
         work = ((u, entry[_Files.PATH], entry[_Files.PARTS][i]) for entry, us in files
                 for i, u in enumerate(us) if files.slots[u] < 0)
-        jobs = self.config.jobs or len(os.sched_getaffinity(0))
+        jobs = self.config.jobs or usable_cores()
         try:
             WorkerPool(min(jobs, n_tasks), self.config, self.tokenizer).run(work, done)
         finally:

@@ -349,3 +349,9 @@ def test_file_names_in_no_encoding_or_with_a_newline_are_prepared(tmp_path, caps
     paths = sorted(f["path"] for f in manifest(tmp_path / "ds")["files"])
     assert [os.fsencode(p) for p in paths] == sorted(
         [os.fsencode(songs) + b"/\xff-latin1-\xe9.mid", os.fsencode(songs / "two\nlines.mid")])
+
+
+def test_prepare_uses_all_cores_where_the_os_cannot_list_them(collection, tmp_path, capsys,
+                                                              monkeypatch):
+    monkeypatch.delattr(os, "sched_getaffinity")  # as on macOS
+    assert prepare_cli(capsys, collection, "--out", tmp_path / "ds")["ok"] == 3

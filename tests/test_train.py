@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from melody.backend import usable_cores
 from melody.cli import main
 from melody.data import TokenData, load_dataset, write_manifest, write_split
 from melody.notes import Key, Melody
@@ -272,6 +273,7 @@ from melody.backend import tensorflow
 tf = tensorflow()
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from melody.backend import usable_cores
 from melody.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -385,7 +387,7 @@ THREADS = ("from melody.backend import tune_cpu_threads, tensorflow; applied = t
 
 
 @pytest.mark.parametrize("env, expected", [
-    ({}, f"True {max(1, len(os.sched_getaffinity(0)) // 2)} 2"),  # what `train` sets on a CPU
+    ({}, f"True {max(1, usable_cores() // 2)} 2"),  # what `train` sets on a CPU
     ({"TF_NUM_INTEROP_THREADS": "3"}, "False 0 0"),  # the user's own choice is left alone
 ])
 def test_cpu_training_threads_run_ops_side_by_side_unless_the_user_chose(env, expected):
