@@ -273,7 +273,6 @@ from melody.backend import tensorflow
 tf = tensorflow()
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from melody.backend import usable_cores
 from melody.cli import main
 sys.exit(main(sys.argv[1:]))
 """
