@@ -302,6 +302,37 @@ def test_prepare_on_a_full_disk_or_ctrl_c_keeps_the_previous_dataset(capsys, tmp
         capsys.readouterr()
 
 
+def test_prepare_whose_scratch_lists_hit_a_full_disk_keeps_the_previous_dataset(
+        capsys, tmp_path, songs, monkeypatch):
+    """prepare's file list and unit results wait in temporary files in the dataset
+    folder: a full disk there, at any point, is one line and no damage."""
+    collection = tmp_path / "songs"
+    shutil.copytree(songs, collection)
+    out = tmp_path / "ds"
+    assert main(["prepare", str(collection), "--out", str(out), "--jobs", "1"]) == 0
+    (collection / "new.mid").write_bytes(tune(99))
+    before = dataset_files(out)
+    capsys.readouterr()
+    append = data._Lines.append
+    # 7 files listed; then 7 plans and 6 restored results; then 1 newly read result
+    for budget in (0, 3, 7, 12, 20):
+        calls = iter(range(10**6))
+
+        def filling(self, value, budget=budget):
+            if next(calls) >= budget:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return append(self, value)
+
+        monkeypatch.setattr(data._Lines, "append", filling)
+        code, stdout, err = run(capsys, "prepare", collection, "--out", out, "--jobs", 1)
+        monkeypatch.undo()
+        assert (code, stdout, err.count("\n")) == (1, "", 1), err
+        assert "No space left on device" in err
+        assert leftovers(out) == [] and dataset_files(out) == before
+    assert main(["prepare", str(collection), "--out", str(out), "--jobs", "1"]) == 0
+    assert data.load_dataset(out).manifest["counts"]["files"] == 7
+
+
 def test_a_keras_save_cut_short_leaves_nothing_and_keeps_the_previous_model(tmp_path):
     class CutShort:
         def save(self, path):
