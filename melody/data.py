@@ -46,7 +46,7 @@ from types import GeneratorType
 import numpy as np
 
 from melody.backend import usable_cores
-from melody.fileio import atomic_open, atomic_write_text, remove_written
+from melody.fileio import atomic_open, atomic_write_text, remove_written, write_npy
 from melody.notes import Melody
 from melody.tokenizer import Tokenizer, TokenizerConfig
 
@@ -122,9 +122,15 @@ def load_dataset(folder) -> Dataset:
 
 def write_split(folder, name: str, data: TokenData) -> None:
     """Write one split's arrays atomically."""
-    for suffix, array in (("tokens", data.tokens), ("offsets", data.offsets)):
-        with atomic_open(Path(folder) / f"{name}.{suffix}.npy") as f:
-            np.save(f, np.asarray(array))
+    _write_split(folder, name, data.offsets, [data.tokens])
+
+
+def _write_split(folder, name: str, offsets, blocks) -> None:
+    """One split's arrays, atomically, its tokens from ``blocks`` as they come."""
+    with atomic_open(Path(folder) / f"{name}.tokens.npy") as f:
+        write_npy(f, np.uint16, int(offsets[-1]), blocks)
+    with atomic_open(Path(folder) / f"{name}.offsets.npy") as f:
+        np.save(f, np.asarray(offsets, np.int64))
 
 
 def write_manifest(folder, manifest: dict) -> None:
@@ -620,18 +626,14 @@ class _Choice:
     def write_split(self, folder: Path, name: str, units: _Units) -> None:
         """Write one split's arrays, the tokens streamed piece by piece from ``units``."""
         chosen = self.chosen(name)
-        lengths = self.lengths[chosen]
-        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        with atomic_open(Path(folder) / f"{name}.tokens.npy") as f:
-            np.lib.format.write_array_header_1_0(f, {
-                "descr": np.lib.format.dtype_to_descr(np.dtype(np.uint16)),
-                "fortran_order": False, "shape": (int(offsets[-1]),)})
-            starts = self.starts[chosen]
+        starts, lengths = self.starts[chosen], self.lengths[chosen]
+
+        def pieces():
             for at in range(0, len(lengths), 4096):  # a chunk at a time: lists of ints are big
                 for start, n in zip(starts[at:at + 4096].tolist(), lengths[at:at + 4096].tolist()):
-                    f.write(units.read_tokens(start, n).tobytes())
-        with atomic_open(Path(folder) / f"{name}.offsets.npy") as f:
-            np.save(f, offsets)
+                    yield units.read_tokens(start, n)
+
+        _write_split(folder, name, np.concatenate([[0], np.cumsum(lengths)]), pieces())
 
     def units_by_file(self, files: _Files, units: _Units):
         """Per file, its entry and its units as dicts (record, id, file, part,

@@ -91,6 +91,24 @@ def reserve_name(folder, stem: str, suffixes: tuple[str, ...]) -> str:
         n += 1
 
 
+def write_npy(f, dtype, length: int, blocks) -> None:
+    """A 1-D ``.npy`` of ``length`` values of ``dtype`` into the open file ``f``,
+    its data from ``blocks`` (arrays, or bytes already of ``dtype``) written as
+    they come, so the whole array never has to be in memory."""
+    import numpy as np
+
+    dtype = np.dtype(dtype)
+    np.lib.format.write_array_header_1_0(f, {
+        "descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (length,)})
+    written = 0
+    for block in blocks:
+        data = block if isinstance(block, bytes) else np.asarray(block, dtype).tobytes()
+        f.write(data)
+        written += len(data)
+    if written != length * dtype.itemsize:
+        raise ValueError(f".npy of {length} values got {written // dtype.itemsize}")
+
+
 def remove_written(paths) -> None:
     """Remove the files a failed step wrote (best effort: the step's error matters more)."""
     for path in paths:

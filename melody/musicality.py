@@ -572,7 +572,7 @@ def _write_npz(path, arrays: dict, spilled: dict) -> None:
     ``spilled`` (name -> (file, dtype)) copied from a file of raw values."""
     import zipfile
 
-    from melody.fileio import atomic_path
+    from melody.fileio import atomic_path, write_npy
 
     with atomic_path(path) as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
@@ -582,12 +582,9 @@ def _write_npz(path, arrays: dict, spilled: dict) -> None:
             for name, (f, dtype) in spilled.items():
                 size = f.seek(0, 2)
                 f.seek(0)
-                header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
-                          "shape": (size // dtype.itemsize,)}
                 with z.open(f"{name}.npy", "w", force_zip64=True) as entry:
-                    np.lib.format.write_array_header_1_0(entry, header)
-                    for block in iter(lambda: f.read(2**20), b""):
-                        entry.write(block)
+                    write_npy(entry, dtype, size // dtype.itemsize,
+                              iter(lambda: f.read(2**20), b""))
 
 
 def load_originality(path) -> OriginalityIndex:
