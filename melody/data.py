@@ -354,8 +354,9 @@ class _Prepare:
         self._check_paths()
         made = not self.out.exists()
         self.out.mkdir(parents=True, exist_ok=True)  # the file list waits there, not in /tmp
-        found = discover(self.sources, exclude=self.out, folder=self.out)
-        try:
+        with contextlib.ExitStack() as scratch:  # closing a nameless file deletes it
+            found = discover(self.sources, exclude=self.out, folder=self.out)
+            scratch.callback(found.files.close)
             if not len(found.files):
                 if made:
                     with contextlib.suppress(OSError):
@@ -372,25 +373,20 @@ class _Prepare:
                             seconds=round(time.monotonic() - start, 2),
                             unreadable_folders=found.errors)
             units, files = _Units(self.out), _Files(self.out)
+            cache = _Cache(self.out / "cache", header)
+            for closing in (units, files, cache):
+                scratch.callback(closing.close)
+            for i, (path, name, real) in enumerate(found.files):
+                files.add(*self._plan(path, name, real, sizes[i], mtimes[i],
+                                      stat_errors.get(i), cache, units))
+            found.files.close()  # ``files`` has it all now
+            del sizes, mtimes
             try:
-                cache = _Cache(self.out / "cache", header)
-                for i, (path, name, real) in enumerate(found.files):
-                    files.add(*self._plan(path, name, real, sizes[i], mtimes[i],
-                                          stat_errors.get(i), cache, units))
-                found.files.close()  # ``files`` has it all now
-                del sizes, mtimes
-                try:
-                    self._read_all(files, cache, units)
-                finally:
-                    if self.parsed or cache.stale():
-                        cache.save(files, units)
-                cache.close()
-                counts = self._write(files, found, units, stamp)
+                self._read_all(files, cache, units)
             finally:
-                units.close()
-                files.close()
-        finally:
-            found.files.close()
+                if self.parsed or cache.stale():
+                    cache.save(files, units)
+            counts = self._write(files, found, units, stamp)
         result = dict(counts, dataset=str(self.out), parsed=self.parsed,
                       cached=self.cached, seconds=round(time.monotonic() - start, 2))
         result["unreadable_folders"] = found.errors
