@@ -25,6 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from melody.backend import usable_cores  # noqa: E402
 from melody.data import prepare  # noqa: E402
 
 TICKS_PER_QUARTER = 480
@@ -84,7 +85,7 @@ def timed(sources, out, jobs, seed=0) -> tuple[float, dict]:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=2000, help="MIDI files to generate")
-    parser.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)),
+    parser.add_argument("--jobs", type=int, default=usable_cores(),
                         help="worker processes for the parallel run")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds of the first runs")
     args = parser.parse_args(argv)
@@ -117,7 +118,7 @@ def main(argv=None) -> None:
             print(f"{label:>22}: {seconds:6.2f} s wall, {res['cpu_seconds']:6.2f} s CPU in "
                   f"this process ({args.files / seconds:,.0f} files/s)")
         print(f"load average while running: {os.getloadavg()[0]:.1f} on "
-              f"{len(os.sched_getaffinity(0))} cores (other work on the machine skews the wall times)")
+              f"{usable_cores()} cores (other work on the machine skews the wall times)")
         print(f"parallel speed-up ({args.jobs} jobs vs 1): {one / many:.2f}x")
         print(f"cache speed-up (first run vs unchanged second run): {many / again:.1f}x")
         print(f"re-split from the cache (first run vs --seed 1 run): {many / resplit:.1f}x")

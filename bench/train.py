@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -32,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from melody.backend import keras, tensorflow, tune_cpu_threads  # noqa: E402
+from melody.backend import keras, tensorflow, tune_cpu_threads, usable_cores  # noqa: E402
 from melody.model import ModelConfig, flops_per_token  # noqa: E402
 from melody.tokenizer import Tokenizer  # noqa: E402
 from melody.train import (  # noqa: E402
@@ -156,7 +155,7 @@ def main() -> None:
     achieved = 3 * flops_per_token(model_cfg) * tps
     threads = (tf.config.threading.get_intra_op_parallelism_threads(),
                tf.config.threading.get_inter_op_parallelism_threads())
-    print(f"machine: {len(os.sched_getaffinity(0))} cores, devices "
+    print(f"machine: {usable_cores()} cores, devices "
           f"{[d.name for d in tf.config.list_logical_devices()]}; melody's threading "
           f"{'applied' if tuned else 'NOT applied'}: {threads[0]} per op, {threads[1]} ops at a time")
     print(f"default model: {model.count_params():,} parameters, "
