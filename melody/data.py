@@ -876,15 +876,17 @@ class _Cache:
 
     def __init__(self, folder: Path, header: dict):
         self.folder, self.header = folder, header
-        self.index, self.tokens = None, np.zeros(0, np.uint16)
-        self.keys, self.offsets = np.zeros(0, np.int64), np.zeros(0, np.int64)
         self.restored = 0
+        self._empty()
         try:
             self._load()
         except (OSError, ValueError, KeyError, TypeError):
             self.close()
-            self.index, self.tokens = None, np.zeros(0, np.uint16)
-            self.keys, self.offsets = np.zeros(0, np.int64), np.zeros(0, np.int64)
+            self._empty()
+
+    def _empty(self) -> None:
+        self.index, self.tokens = None, np.zeros(0, np.uint16)
+        self.keys, self.offsets = np.zeros(0, np.int64), np.zeros(0, np.int64)
 
     def _load(self) -> None:
         self.index = open(self.folder / "index.jsonl", "rb")
