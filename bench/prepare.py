@@ -1,6 +1,6 @@
 """How fast `prepare` is: all cores vs one, and a second run over an unchanged collection.
 
-    PYTHONPATH=. python bench/prepare.py [--files 2000] [--jobs N] [--rounds 3]
+    PYTHONPATH=. python bench/prepare.py [--files 2000] [--jobs N] [--rounds 5]
 
 Generates a synthetic collection of small MIDI files (random-walk melodies,
 one track each), then prints, as ratios:
@@ -87,7 +87,7 @@ def main(argv=None) -> None:
     parser.add_argument("--files", type=int, default=2000, help="MIDI files to generate")
     parser.add_argument("--jobs", type=int, default=usable_cores(),
                         help="worker processes for the parallel run")
-    parser.add_argument("--rounds", type=int, default=3, help="timed rounds of the first runs")
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds of the first runs")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
