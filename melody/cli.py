@@ -22,6 +22,10 @@ class UsageError(Exception):
     """A problem with what the user asked for: one line, exit code 2."""
 
 
+class RunError(Exception):
+    """The run cannot go on, for a reason outside the user's input: one line, exit code 1."""
+
+
 # -- flag types: each error names the allowed values and what was given ------
 def positive_int(text: str) -> int:
     try:
@@ -338,6 +342,9 @@ def main(argv=None) -> int:
     except UsageError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
+    except RunError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130

@@ -342,6 +342,12 @@ def _usage_error(message: str):
     return UsageError(message)
 
 
+def _run_error(message: str):
+    from melody.cli import RunError
+
+    return RunError(message)
+
+
 class _Prepare:
     def __init__(self, sources, out, config, progress):
         self.sources, self.out, self.config, self.progress = sources, out, config, progress
@@ -354,13 +360,19 @@ class _Prepare:
         self._check_paths()
         made = not self.out.exists()
         self.out.mkdir(parents=True, exist_ok=True)  # the file list waits there, not in /tmp
+        try:
+            return self._build(start)
+        except BaseException:
+            if made:  # a run that failed leaves no empty folder (only work worth keeping)
+                with contextlib.suppress(OSError):
+                    self.out.rmdir()
+            raise
+
+    def _build(self, start: float) -> dict:
         with contextlib.ExitStack() as scratch:  # closing a nameless file deletes it
             found = discover(self.sources, exclude=self.out, folder=self.out)
             scratch.callback(found.files.close)
             if not len(found.files):
-                if made:
-                    with contextlib.suppress(OSError):
-                        self.out.rmdir()
                 raise _usage_error(
                     f"no music files in {', '.join(map(str, self.sources))} "
                     f"(looked for {' '.join(sorted(_music_extensions()))}; "
@@ -978,6 +990,7 @@ class _Worker:
 
     def __init__(self, process, conn):
         self.process, self.conn = process, conn
+        self.started = False  # it said it is ready (its reader imported)
         self.sent: deque = deque()
         self.since = 0.0  # when the oldest sent unit began (the previous one came back)
         self.unit_seconds = 0.0  # how long its units take, a moving average (0: not known)
@@ -1060,6 +1073,8 @@ class WorkerPool:
     order, so the oldest one's clock starts when the one before it came back. A unit past its deadline has its worker killed
     ("timed out"); a worker that dies mid-unit makes it "crashed"; the units
     queued behind it go to another worker, and a fresh worker takes its place.
+    A worker first says it is ready; workers that cannot get that far are no
+    fault of any file, and stop the run with the reason (``RunError``).
 
     Workers come from a forkserver (see ``_start_forkserver``): a fresh
     interpreter, so neither the parent's memory nor its TensorFlow is passed on.
@@ -1067,12 +1082,14 @@ class WorkerPool:
 
     GAP = 0.005
     MAX_DEPTH = 64
+    START_TRIES = 3  # workers in a row dying before they are ready: give up
 
     def __init__(self, jobs: int, config: PrepareConfig, tokenizer: Tokenizer):
         import multiprocessing
 
         self.jobs, self.config = max(1, jobs), config
         self.tokenizer_config = tokenizer.to_dict()
+        self.failed_starts = 0
         _start_forkserver()
         self.ctx = multiprocessing.get_context("forkserver")
 
@@ -1086,6 +1103,8 @@ class WorkerPool:
             while pending or any(w.sent for w in workers):
                 self._dispatch(pending, workers)
                 busy = [w for w in workers if w.sent]
+                if not busy:  # every worker died while idle: start others
+                    continue
                 # Sleep out the gap, if the units each worker holds last that long.
                 rest = min([woke + self.GAP - time.monotonic()] + [w.lasts() for w in busy])
                 if rest > 0:
@@ -1097,8 +1116,7 @@ class WorkerPool:
                     if w.conn in ready:
                         self._collect(w, pending, workers, done)
                     elif time.monotonic() >= w.since + self.config.timeout:
-                        record = _skipped(TIMED_OUT, f"reading took over {self.config.timeout:g} s")
-                        self._retire(w, pending, workers, done, dict(record, timeout=self.config.timeout))
+                        self._time_out(w, pending, workers, done)
         finally:
             for w in workers:
                 w.stop(gently=not w.sent)
@@ -1110,8 +1128,12 @@ class WorkerPool:
             while pending and w.wants_more(self.GAP, self.MAX_DEPTH):
                 try:
                     w.send(pending.peek())
-                except OSError:  # it died while idle: its units go elsewhere
-                    self._retire(w, pending, workers, None, None)
+                except OSError:
+                    # It died. Idle, it is simply replaced; with units in hand, the
+                    # results it sent before dying and its end-of-file are still to be
+                    # read, so _collect says which unit killed it.
+                    if not w.sent:
+                        self._retire(w, pending, workers, None, None)
                     break
                 pending.popleft()
 
@@ -1120,10 +1142,21 @@ class WorkerPool:
         n = 0
         while w.sent and (n == 0 or select.select([w.conn], [], [], 0)[0]):  # (conn.poll is slower)
             try:
-                record, tokens, seconds = w.conn.recv()
+                message = w.conn.recv()
             except (EOFError, OSError):
-                self._retire(w, pending, workers, done, _skipped(CRASHED, w.death()))
+                if w.started:
+                    self._retire(w, pending, workers, done, _skipped(CRASHED, w.death()))
+                else:  # no unit's fault: its units go to the next worker
+                    self._retire(w, pending, workers, None, None)
+                    self._failed_start(w.death())
                 return
+            if not w.started:  # its first message: ready, or why it cannot be
+                if message is not None:
+                    raise _run_error(f"worker processes cannot start: {message}")
+                w.started, self.failed_starts = True, 0
+                n += 1
+                continue
+            record, tokens, seconds = message
             done(w.sent.popleft()[0], record, tokens)
             w.took(seconds)
             n += 1
@@ -1131,6 +1164,20 @@ class WorkerPool:
                 self._retire(w, pending, workers, None, None)
                 return
         w.since = time.monotonic()
+
+    def _time_out(self, w: _Worker, pending: "_Pending", workers: list, done) -> None:
+        limit = f"{self.config.timeout:g} s"
+        if w.started:
+            record = _skipped(TIMED_OUT, f"reading took over {limit}")
+            self._retire(w, pending, workers, done, dict(record, timeout=self.config.timeout))
+        else:
+            self._retire(w, pending, workers, None, None)
+            self._failed_start(f"not ready within {limit}")
+
+    def _failed_start(self, death: str) -> None:
+        self.failed_starts += 1
+        if self.failed_starts >= self.START_TRIES:
+            raise _run_error(f"worker processes die as they start ({death})")
 
     @staticmethod
     def _retire(w: _Worker, pending: "_Pending", workers: list, done, record) -> None:
@@ -1160,10 +1207,15 @@ def _worker_main(conn, reader_spec: str, tokenizer_config: dict, memory_limit: i
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     _limit_memory(memory_limit)
     _mute_output()
-    from melody.midi_io import SkipFile
+    try:
+        from melody.midi_io import SkipFile
 
-    reader = _resolve(reader_spec)
-    tokenizer = Tokenizer(TokenizerConfig.from_dict(tokenizer_config))
+        reader = _resolve(reader_spec)
+        tokenizer = Tokenizer(TokenizerConfig.from_dict(tokenizer_config))
+    except Exception as e:  # the same in every worker: the parent stops the run
+        conn.send(f"{type(e).__name__}: {e}")
+        return
+    conn.send(None)  # ready
     while True:
         try:
             item = conn.recv()

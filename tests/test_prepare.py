@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -183,6 +184,57 @@ def test_a_worker_holding_many_quick_units_loses_only_the_bad_ones(tmp_path):
     reasons = Counter(f.get("reason") for f in manifest(tmp_path / "ds")["files"])
     assert reasons == {None: 238, "timed out": 1, "crashed": 1}
     assert result["ok"] == 238
+
+
+def test_a_worker_dying_while_units_are_sent_to_it_costs_only_the_unit_that_killed_it(
+        tmp_path, monkeypatch):
+    """The parent may be writing a unit to a worker that has just died: the results
+    it sent before dying still count, and the unit that killed it is "crashed"."""
+    names = [f"a/{i:02d}.mid" for i in range(20)] + ["b/crash.mid"] + [f"c/{i:02d}.mid" for i in range(20)]
+    rng = np.random.default_rng(1)
+    for name in names:
+        write(tmp_path / "in" / name, midi(rng.integers(55, 80, 12).tolist()))
+    send, broken = data._Worker.send, []
+
+    def send_to_the_dead(self, item):
+        if any(unit[1].endswith("crash.mid") for unit in self.sent):
+            self.process.join(30)  # it reads what it holds, then dies on crash.mid
+        try:
+            send(self, item)
+        except OSError:
+            broken.append(item)
+            raise
+
+    monkeypatch.setattr(data._Worker, "send", send_to_the_dead)
+    monkeypatch.setattr(data._Worker, "wants_more", lambda self, gap, most: len(self.sent) < 50)
+    result = data.prepare([tmp_path / "in"], tmp_path / "ds", jobs=1, val_fraction=0.1, seed=0,
+                          timeout=30, progress=False, reader=f"{__name__}:stub_reader")
+    files = {f["path"].split("in/")[1]: f for f in manifest(tmp_path / "ds")["files"]}
+    assert broken  # the parent did write to a dead worker
+    assert files["b/crash.mid"]["reason"] == "crashed"
+    assert "SIGSEGV" in files["b/crash.mid"]["detail"]
+    assert result["ok"] == 40
+
+
+def test_workers_that_cannot_start_stop_the_run_with_one_line(tmp_path, capsys, monkeypatch):
+    """A reader that cannot be imported, or workers dying as they start, is no fault
+    of any file: prepare stops with the reason instead of calling every file crashed."""
+    write(tmp_path / "in" / "a.mid", midi(TUNE_A))
+    (tmp_path / "lib").mkdir()
+    in_worker = "import multiprocessing, os\nif multiprocessing.parent_process():\n    "
+    (tmp_path / "lib" / "fails_in_workers.py").write_text(in_worker + "raise RuntimeError('no X')\n")
+    (tmp_path / "lib" / "dies_in_workers.py").write_text(in_worker + "os._exit(3)\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "lib"))  # workers take the parent's sys.path
+    for reader, says in (("fails_in_workers:read", "cannot start: RuntimeError: no X"),
+                         ("dies_in_workers:read", "die as they start (worker exited with code 3)")):
+        with pytest.raises(Exception) as caught:
+            data.prepare([tmp_path / "in"], tmp_path / "ds", jobs=2, progress=False, reader=reader)
+        assert caught.type.__name__ == "RunError"
+        assert str(caught.value) == f"worker processes {says}"
+        assert not (tmp_path / "ds").exists()
+    monkeypatch.setattr(data, "prepare", functools.partial(data.prepare, reader=reader))
+    assert main(["prepare", str(tmp_path / "in"), "--out", str(tmp_path / "ds")]) == 1
+    assert capsys.readouterr().err == f"melody prepare: error: worker processes {says}\n"
 
 
 def test_many_tune_abc_file_gives_one_piece_per_tune(tmp_path, capsys):
