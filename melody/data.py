@@ -1177,7 +1177,7 @@ class WorkerPool:
     def _failed_start(self, death: str) -> None:
         self.failed_starts += 1
         if self.failed_starts >= self.START_TRIES:
-            raise _run_error(f"worker processes die as they start ({death})")
+            raise _run_error(f"worker processes cannot start: {death}")
 
     @staticmethod
     def _retire(w: _Worker, pending: "_Pending", workers: list, done, record) -> None:

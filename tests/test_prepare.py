@@ -217,23 +217,27 @@ def test_a_worker_dying_while_units_are_sent_to_it_costs_only_the_unit_that_kill
 
 
 def test_workers_that_cannot_start_stop_the_run_with_one_line(tmp_path, capsys, monkeypatch):
-    """A reader that cannot be imported, or workers dying as they start, is no fault
-    of any file: prepare stops with the reason instead of calling every file crashed."""
+    """Workers whose reader fails, dies or hangs as they import it are no fault of
+    any file: prepare stops with the reason instead of calling every file crashed."""
     write(tmp_path / "in" / "a.mid", midi(TUNE_A))
     (tmp_path / "lib").mkdir()
     in_worker = "import multiprocessing, os\nif multiprocessing.parent_process():\n    "
     (tmp_path / "lib" / "fails_in_workers.py").write_text(in_worker + "raise RuntimeError('no X')\n")
     (tmp_path / "lib" / "dies_in_workers.py").write_text(in_worker + "os._exit(3)\n")
+    (tmp_path / "lib" / "hangs_in_workers.py").write_text(in_worker + "__import__('time').sleep(60)\n")
     monkeypatch.syspath_prepend(str(tmp_path / "lib"))  # workers take the parent's sys.path
     for reader, says in (("fails_in_workers:read", "cannot start: RuntimeError: no X"),
-                         ("dies_in_workers:read", "die as they start (worker exited with code 3)")):
+                         ("dies_in_workers:read", "cannot start: worker exited with code 3"),
+                         ("hangs_in_workers:read", "cannot start: not ready within 1 s")):
         with pytest.raises(Exception) as caught:
-            data.prepare([tmp_path / "in"], tmp_path / "ds", jobs=2, progress=False, reader=reader)
+            data.prepare([tmp_path / "in"], tmp_path / "ds", jobs=2, timeout=1, progress=False,
+                         reader=reader)
         assert caught.type.__name__ == "RunError"
         assert str(caught.value) == f"worker processes {says}"
         assert not (tmp_path / "ds").exists()
     monkeypatch.setattr(data, "prepare", functools.partial(data.prepare, reader=reader))
-    assert main(["prepare", str(tmp_path / "in"), "--out", str(tmp_path / "ds")]) == 1
+    assert main(["prepare", str(tmp_path / "in"), "--out", str(tmp_path / "ds"),
+                 "--timeout", "1"]) == 1
     assert capsys.readouterr().err == f"melody prepare: error: worker processes {says}\n"
 
 
