@@ -226,12 +226,13 @@ def test_workers_that_cannot_start_stop_the_run_with_one_line(tmp_path, capsys, 
     (tmp_path / "lib" / "dies_in_workers.py").write_text(in_worker + "os._exit(3)\n")
     (tmp_path / "lib" / "hangs_in_workers.py").write_text(in_worker + "__import__('time').sleep(60)\n")
     monkeypatch.syspath_prepend(str(tmp_path / "lib"))  # workers take the parent's sys.path
-    for reader, says in (("fails_in_workers:read", "cannot start: RuntimeError: no X"),
-                         ("dies_in_workers:read", "cannot start: worker exited with code 3"),
-                         ("hangs_in_workers:read", "cannot start: not ready within 1 s")):
+    for reader, timeout, says in (
+            ("fails_in_workers:read", 30, "cannot start: RuntimeError: no X"),
+            ("dies_in_workers:read", 30, "cannot start: worker exited with code 3"),
+            ("hangs_in_workers:read", 1, "cannot start: not ready within 1 s")):
         with pytest.raises(Exception) as caught:
-            data.prepare([tmp_path / "in"], tmp_path / "ds", jobs=2, timeout=1, progress=False,
-                         reader=reader)
+            data.prepare([tmp_path / "in"], tmp_path / "ds", jobs=2, timeout=timeout,
+                         progress=False, reader=reader)
         assert caught.type.__name__ == "RunError"
         assert str(caught.value) == f"worker processes {says}"
         assert not (tmp_path / "ds").exists()
