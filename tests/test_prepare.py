@@ -209,7 +209,7 @@ def test_a_worker_dying_while_units_are_sent_to_it_costs_only_the_unit_that_kill
     monkeypatch.setattr(data._Worker, "wants_more", lambda self, gap, most: len(self.sent) < 50)
     result = data.prepare([tmp_path / "in"], tmp_path / "ds", jobs=1, val_fraction=0.1, seed=0,
                           timeout=30, progress=False, reader=f"{__name__}:stub_reader")
-    files = {f["path"].split("in/")[1]: f for f in manifest(tmp_path / "ds")["files"]}
+    files = {f["path"].rsplit("/in/", 1)[1]: f for f in manifest(tmp_path / "ds")["files"]}
     assert broken  # the parent did write to a dead worker
     assert files["b/crash.mid"]["reason"] == "crashed"
     assert "SIGSEGV" in files["b/crash.mid"]["detail"]
