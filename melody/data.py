@@ -1070,9 +1070,10 @@ class WorkerPool:
     that came meanwhile: on a busy machine each wake-up costs more than the
     bookkeeping of a unit. So that no worker waits for it, each holds enough
     units to last the gap (from how long its units take); it reads them in
-    order, so the oldest one's clock starts when the one before it came back. A unit past its deadline has its worker killed
-    ("timed out"); a worker that dies mid-unit makes it "crashed"; the units
-    queued behind it go to another worker, and a fresh worker takes its place.
+    order, so the oldest one's clock starts when the one before it came back.
+    A unit past its deadline has its worker killed ("timed out"); a worker that
+    dies mid-unit makes it "crashed"; the units queued behind it go to another
+    worker, and a fresh worker takes its place.
     A worker first says it is ready; workers that cannot get that far are no
     fault of any file, and stop the run with the reason (``RunError``).
 
@@ -1129,11 +1130,11 @@ class WorkerPool:
                 try:
                     w.send(pending.peek())
                 except OSError:
-                    # It died. Idle, it is simply replaced; with units in hand, the
-                    # results it sent before dying and its end-of-file are still to be
-                    # read, so _collect says which unit killed it.
+                    # It died. With units in hand, the results it sent before dying
+                    # and its end-of-file are still to be read: _collect says which
+                    # unit killed it.
                     if not w.sent:
-                        self._retire(w, pending, workers, None, None)
+                        self._lost(w, pending, workers, None)
                     break
                 pending.popleft()
 
@@ -1144,11 +1145,7 @@ class WorkerPool:
             try:
                 message = w.conn.recv()
             except (EOFError, OSError):
-                if w.started:
-                    self._retire(w, pending, workers, done, _skipped(CRASHED, w.death()))
-                else:  # no unit's fault: its units go to the next worker
-                    self._retire(w, pending, workers, None, None)
-                    self._failed_start(w.death())
+                self._lost(w, pending, workers, done)
                 return
             if not w.started:  # its first message: ready, or why it cannot be
                 if message is not None:
@@ -1165,19 +1162,28 @@ class WorkerPool:
                 return
         w.since = time.monotonic()
 
+    def _lost(self, w: _Worker, pending: "_Pending", workers: list, done) -> None:
+        """``w`` died: the unit it was reading (its oldest) "crashed"."""
+        if w.started:
+            self._retire(w, pending, workers, done, _skipped(CRASHED, w.death()))
+        else:
+            self._failed_start(w, pending, workers, w.death())
+
     def _time_out(self, w: _Worker, pending: "_Pending", workers: list, done) -> None:
         limit = f"{self.config.timeout:g} s"
         if w.started:
             record = _skipped(TIMED_OUT, f"reading took over {limit}")
             self._retire(w, pending, workers, done, dict(record, timeout=self.config.timeout))
         else:
-            self._retire(w, pending, workers, None, None)
-            self._failed_start(f"not ready within {limit}")
+            self._failed_start(w, pending, workers, f"not ready within {limit}")
 
-    def _failed_start(self, death: str) -> None:
+    def _failed_start(self, w: _Worker, pending: "_Pending", workers: list, why: str) -> None:
+        """``w`` never got ready: no unit's fault, so its units go to the next worker;
+        ``START_TRIES`` such workers in a row stop the run."""
+        self._retire(w, pending, workers, None, None)
         self.failed_starts += 1
         if self.failed_starts >= self.START_TRIES:
-            raise _run_error(f"worker processes cannot start: {death}")
+            raise _run_error(f"worker processes cannot start: {why}")
 
     @staticmethod
     def _retire(w: _Worker, pending: "_Pending", workers: list, done, record) -> None:
