@@ -24,27 +24,26 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as `generate` runs (melody/generate.py)
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as `generate` runs (melody/cli.py)
 
 import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from melody.model import default_model_folder, load_tokenizer, read_config  # noqa: E402
-from melody.sample import (  # noqa: E402
-    Constraints, NumpyGRU, SampleConfig, draw, next_token_probs, sample,
-)
+from melody.modelfolder import ModelFolder, shipped_folder  # noqa: E402
+from melody.sample import Constraints, SampleConfig, draw, next_token_probs, sample  # noqa: E402
 from melody.tokenizer import BOS, Tokenizer  # noqa: E402
 
 
 def model_folder(given, tmp: Path) -> tuple[Path, str]:
     if given:
         return Path(given), "given"
-    shipped = default_model_folder()
+    shipped = shipped_folder()
     if (shipped / "model.keras").is_file():
         return shipped, "shipped"
-    from melody.model import ModelConfig, build_model, save_model_folder
+    from melody.model import ModelConfig, build_model
+    from melody.modelfolder import save_model_folder
 
     tok = Tokenizer()
     cfg = ModelConfig(vocab_size=tok.vocab_size)  # the default size
@@ -62,9 +61,7 @@ def numpy_seconds_per_note(gru, tok, notes: int) -> float:
 
 def naive_seconds_per_note(folder: Path, tok, notes: int) -> float:
     """Re-run Keras on the whole prefix for every token, as simple samplers do."""
-    from melody.model import load_keras_model
-
-    model = load_keras_model(folder)
+    model = ModelFolder(folder).keras_model()
     config = SampleConfig(n=1, notes=notes, seed=0)
     constraints = Constraints(tok, config, 1)
     rng = np.random.default_rng(0)
@@ -97,8 +94,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         folder, which = model_folder(args.model, tmp)
-        tok = load_tokenizer(folder, read_config(folder))
-        gru = NumpyGRU.load(folder)
+        opened = ModelFolder(folder)
+        tok, gru = opened.tokenizer, opened.network
         print(f"model: {folder} ({which})")
 
         fast = numpy_seconds_per_note(gru, tok, 256)

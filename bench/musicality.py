@@ -24,14 +24,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from melody import corpus  # noqa: E402
 from melody import musicality as mu  # noqa: E402
 from melody.data import load_dataset  # noqa: E402
-from melody.model import (  # noqa: E402
-    ModelFolderError,
-    default_model_folder,
-    load_tokenizer,
-    read_config,
-)
+from melody.errors import ModelFolderError  # noqa: E402
+from melody.modelfolder import ModelFolder, shipped_folder  # noqa: E402
+from melody.musicality import report  # noqa: E402
 
 
 def dataset_folder(arg: str | None, config: dict) -> Path:
@@ -40,15 +38,15 @@ def dataset_folder(arg: str | None, config: dict) -> Path:
     trained_on = Path(config.get("data", {}).get("folder", ""))
     if trained_on.name and (trained_on / "manifest.json").is_file():
         return trained_on
-    return Path("datasets/folk")
+    return corpus.DATASET
 
 
-def generated_melodies(folder: Path, tokenizer, human, n: int, seed: int, rng,
-                       notes: int | None):
+def generated_melodies(folder: ModelFolder, human, n: int, seed: int, rng, notes: int | None):
     """N melodies, each cut to a human piece's length (or to ``notes``); and the share cut."""
     lengths = [m.n_notes for m in human]
-    caps = np.full(n, notes) if notes else np.clip(rng.choice(lengths, n), 1, mu.MAX_SAMPLE_NOTES)
-    return mu.sample_melodies(folder, tokenizer, caps, seed)
+    caps = np.full(n, notes) if notes else np.clip(rng.choice(lengths, n), 1,
+                                                   report.MAX_SAMPLE_NOTES)
+    return mu.sample_melodies(folder, caps, seed)
 
 
 def print_stats(stats: dict) -> None:
@@ -78,7 +76,7 @@ def print_originality(report: dict) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=str(default_model_folder()), help="model folder")
+    parser.add_argument("--model", default=str(shipped_folder()), help="model folder")
     parser.add_argument("--data", default=None,
                         help="prepared dataset (default: the model's own, else datasets/folk)")
     parser.add_argument("-n", type=int, default=100, help="melodies to generate (default: 100)")
@@ -89,22 +87,19 @@ def main(argv=None) -> int:
     parser.add_argument("--png", default=None, help="also draw the features into this PNG")
     args = parser.parse_args(argv)
 
-    folder = Path(args.model)
     try:
-        config = read_config(folder)
-        tokenizer = load_tokenizer(folder, config)
+        folder = ModelFolder(args.model)
     except ModelFolderError as e:
         print(f"bench/musicality.py: {e}", file=sys.stderr)
         return 2
-    dataset = load_dataset(dataset_folder(args.data, config))
+    dataset = load_dataset(dataset_folder(args.data, folder.config))
     rng = np.random.default_rng(args.seed)
-    human = mu.human_melodies(dataset.split("val"), tokenizer, rng)
+    human = report.human_melodies(dataset.split("val"), folder.tokenizer, rng)
     print(f"human: {len(human)} validation melodies of {dataset.folder}, "
           f"{np.mean([m.n_notes for m in human]):.1f} notes on average")
 
     start = time.perf_counter()
-    generated, cut = generated_melodies(folder, tokenizer, human, args.n, args.seed, rng,
-                                        args.notes)
+    generated, cut = generated_melodies(folder, human, args.n, args.seed, rng, args.notes)
     print(f"model {folder}: {len(generated)} melodies sampled in "
           f"{time.perf_counter() - start:.1f} s, {np.mean([m.n_notes for m in generated]):.1f} "
           f"notes on average, {cut:.0%} cut to their drawn length")
@@ -115,16 +110,16 @@ def main(argv=None) -> int:
     print_stats(stats)
 
     start = time.perf_counter()
-    index, where = mu.training_index(folder, tokenizer)
+    index, where = report.training_index(folder)
     if index is None:
         print(f"\nno originality check: {where}")
     else:
         loaded = time.perf_counter() - start
         start = time.perf_counter()
-        report = mu.originality(generated, human, index)
+        copying = mu.originality_report(generated, human, index)
         print(f"\noriginality against the training set ({where}, {loaded:.2f} s), "
               f"in {time.perf_counter() - start:.2f} s")
-        print_originality(report)
+        print_originality(copying)
     if args.png:
         print(f"\ndrawn: {mu.draw(generated, human, args.png, title=str(folder), stats=stats)}")
     return 0

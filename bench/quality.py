@@ -17,34 +17,31 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from melody.cli import build_parser  # noqa: E402
+import melody  # noqa: E402
+from melody import corpus  # noqa: E402
+from melody.cli import main as cli  # noqa: E402
+from melody.training.checkpoints import list_checkpoints  # noqa: E402
 
 TARGET = 0.75
 
 
 def train_default(data: str, out: Path, extra: list[str]) -> Path:
-    from melody.train import list_checkpoints, run_train
-
     argv = ["train", "--data", data, "--out", str(out), *extra]
     if list_checkpoints(out):
         argv.append("--resume")
-    run_train(build_parser().parse_args(argv))
+    if cli(argv):
+        sys.exit(f"training failed: {' '.join(argv)}")
     return out
 
 
 def evaluate(model: Path, data: str) -> dict:
-    from melody.evaluate import run_evaluate
-
-    args = build_parser().parse_args(["evaluate", "--model", str(model), "--data", data,
-                                      "--samples", "0"])
-    result, _ = run_evaluate(args)
-    return result
+    return melody.evaluate(model, data, samples=0)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=None, help="model folder to evaluate")
-    parser.add_argument("--data", default="datasets/folk", help="prepared dataset")
+    parser.add_argument("--data", default=str(corpus.DATASET), help="prepared dataset")
     parser.add_argument("--out", type=Path, default=Path("models/bench-quality"),
                         help="where to train the default model when --model is not given")
     parser.add_argument("train_flags", nargs=argparse.REMAINDER,

@@ -31,15 +31,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from melody import corpus  # noqa: E402
 from melody.backend import keras, tensorflow, tune_cpu_threads, usable_cores  # noqa: E402
-from melody.model import ModelConfig, flops_per_token  # noqa: E402
+from melody.config import ModelConfig, TrainConfig  # noqa: E402
+from melody.model import flops_per_token  # noqa: E402
 from melody.tokenizer import Tokenizer  # noqa: E402
-from melody.train import (  # noqa: E402
-    TrainConfig,
-    WindowSampler,
-    compiled_model,
-    transpose_tables,
-)
+from melody.training.trainer import compiled_model  # noqa: E402
+from melody.training.windows import WindowSampler, transpose_tables  # noqa: E402
 
 
 def matmul_flops(seconds: float = 3.0, n: int = 1024) -> float:
@@ -122,7 +120,7 @@ def setup(data: Path):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path("datasets/folk"))
+    parser.add_argument("--data", type=Path, default=corpus.DATASET)
     parser.add_argument("--steps", type=int, default=10, help="timed training steps per round")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -1,29 +1,42 @@
-"""The command line: parse and check flags, run one command, print its result.
+"""The command line: parse and check flags, call the Python API, print its result.
 
 Each command's work lives in the module named for its role; this file only
-knows the flags. A handler returns ``(result_dict, summary_text)``: the summary
-goes to stdout (stderr with ``--json``), the dict to stdout as JSON.
+knows the flags, and takes their defaults from ``melody.config``. A handler
+returns ``(result_dict, summary_text)``: the summary goes to stdout (stderr
+with ``--json``), the dict to stdout as JSON. Errors the library raises
+(``melody.errors``) become one line: ``UsageError`` exit code 2, ``RunError`` 1.
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import json
-import math
 import os
-import sys
-from pathlib import Path
 
-from melody import __version__
+# A GRU step when sampling is a few small matrix products: extra BLAS threads
+# only wait for each other (several times slower on a busy machine). Effective
+# only before NumPy's first import, which happens after this.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
 
-class UsageError(Exception):
-    """A problem with what the user asked for: one line, exit code 2."""
-
-
-class RunError(Exception):
-    """The run cannot go on, for a reason outside the user's input: one line, exit code 1."""
+from melody import __version__, corpus  # noqa: E402
+from melody.config import (  # noqa: E402
+    DEFAULT_NOTES,
+    DEFAULT_PROGRAM,
+    DEFAULT_TEMPO,
+    EVALUATE_SAMPLES,
+    GENERATED,
+    STRATEGIES,
+    ModelConfig,
+    PrepareConfig,
+    SampleConfig,
+    TrainConfig,
+)
+from melody.errors import RunError, UsageError  # noqa: E402
 
 
 # -- flag types: each error names the allowed values and what was given ------
@@ -171,55 +184,65 @@ def build_parser() -> argparse.ArgumentParser:
                         "else datasets/NAME of the first source)")
     p.add_argument("--jobs", type=positive_int, default=None,
                    help="parallel worker processes (default: all cores)")
-    p.add_argument("--val-fraction", type=fraction, default=0.1,
+    p.add_argument("--val-fraction", type=fraction, default=PrepareConfig.val_fraction,
                    help="share of pieces held out for validation")
-    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the train/validation split")
-    p.add_argument("--timeout", type=positive_float, default=30.0,
+    p.add_argument("--seed", type=non_negative_int, default=PrepareConfig.seed,
+                   help="seed of the train/validation split")
+    p.add_argument("--timeout", type=positive_float, default=PrepareConfig.timeout,
                    help="seconds allowed to read one file before it is skipped")
     add_json(p)
 
     # train --------------------------------------------------------------------
     p = command("train", "Train a GRU on a prepared dataset or a folder of music files.")
-    p.add_argument("--data", default="datasets/folk",
+    p.add_argument("--data", default=str(corpus.DATASET),
                    help="prepared dataset folder, or music files folder (prepared on the fly)")
     p.add_argument("--out", default=None, help="model folder (default: models/NAME-of-data)")
-    p.add_argument("--epochs", type=positive_int, default=20, help="maximum number of epochs")
-    p.add_argument("--units", type=positive_int, default=320, help="GRU units per layer")
-    p.add_argument("--layers", type=positive_int, default=2, help="number of GRU layers")
-    p.add_argument("--embedding", type=positive_int, default=96, help="token embedding size")
-    p.add_argument("--dropout", type=fraction, default=0.2, help="dropout after each GRU layer")
-    p.add_argument("--seq-len", type=positive_int, default=128, help="tokens per training window")
-    p.add_argument("--batch-size", type=positive_int, default=64, help="windows per batch")
-    p.add_argument("--learning-rate", type=positive_float, default=2e-3, help="Adam learning rate")
-    p.add_argument("--patience", type=positive_int, default=4,
+    p.add_argument("--epochs", type=positive_int, default=TrainConfig.epochs,
+                   help="maximum number of epochs")
+    p.add_argument("--units", type=positive_int, default=ModelConfig.units, help="GRU units per layer")
+    p.add_argument("--layers", type=positive_int, default=ModelConfig.layers,
+                   help="number of GRU layers")
+    p.add_argument("--embedding", type=positive_int, default=ModelConfig.embedding,
+                   help="token embedding size")
+    p.add_argument("--dropout", type=fraction, default=ModelConfig.dropout,
+                   help="dropout after each GRU layer")
+    p.add_argument("--seq-len", type=positive_int, default=TrainConfig.seq_len,
+                   help="tokens per training window")
+    p.add_argument("--batch-size", type=positive_int, default=TrainConfig.batch_size,
+                   help="windows per batch")
+    p.add_argument("--learning-rate", type=positive_float, default=TrainConfig.learning_rate,
+                   help="Adam learning rate")
+    p.add_argument("--patience", type=positive_int, default=TrainConfig.patience,
                    help="epochs without validation improvement before stopping "
                         "(each such epoch also halves the learning rate)")
     p.add_argument("--steps-per-epoch", type=positive_int, default=None,
                    help="batches per epoch (default: one pass over the training tokens, "
                         "at least 50)")
-    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed")
+    p.add_argument("--seed", type=non_negative_int, default=TrainConfig.seed, help="random seed")
     p.add_argument("--resume", action="store_true",
                    help="continue the run saved in --out from its last checkpoint "
                         "(same architecture flags; Ctrl-C once saves one, twice aborts)")
-    p.add_argument("--strategy", choices=("default", "mirrored", "multi-worker"), default="default",
+    p.add_argument("--strategy", choices=STRATEGIES, default=TrainConfig.strategy,
                    help="tf.distribute strategy: mirrored = all local GPUs; multi-worker "
                         "(TF_CONFIG) is refused: Keras 3 cannot fit with it "
                         "(github.com/keras-team/keras/issues/20585)")
-    p.add_argument("--reset-after", choices=("true", "false"), default="true",
+    p.add_argument("--reset-after", choices=("true", "false"),
+                   default=str(ModelConfig.reset_after).lower(),
                    help="GRU variant: true runs on cuDNN; false is the textbook cell")
     add_json(p)
 
     # generate -------------------------------------------------------------------
     p = command("generate", "Write new melodies (the built-in pretrained model by default).")
     p.add_argument("--model", default=None, help="model folder (default: the shipped pretrained model)")
-    p.add_argument("-n", "--count", type=positive_int, default=4, dest="n",
+    p.add_argument("-n", "--count", type=positive_int, default=SampleConfig.n, dest="n",
                    help="number of melodies, sampled together")
     length = p.add_mutually_exclusive_group()
     length.add_argument("--notes", type=positive_int, default=None,
-                        help="stop after this many notes (default: 64, or the melody's own end)")
+                        help=f"stop after this many notes (default: {DEFAULT_NOTES}, "
+                             "or the melody's own end)")
     length.add_argument("--bars", type=positive_int, default=None,
                         help="length in bars (ends on a bar line)")
-    p.add_argument("--temperature", type=positive_float, default=1.0,
+    p.add_argument("--temperature", type=positive_float, default=SampleConfig.temperature,
                    help="sampling temperature (> 0; lower is safer, higher is wilder)")
     p.add_argument("--top-k", type=positive_int, default=None, help="sample among the K most likely tokens")
     p.add_argument("--top-p", type=probability, default=None,
@@ -230,10 +253,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key", type=key_name, default=None, help="key such as D, F#m or 'Bb minor'")
     p.add_argument("--lowest", type=midi_pitch, default=None, help="lowest pitch allowed (e.g. 55 or G3)")
     p.add_argument("--highest", type=midi_pitch, default=None, help="highest pitch allowed (e.g. 84 or C6)")
-    p.add_argument("--tempo", type=positive_float, default=None, help="tempo in BPM (default: 120)")
+    p.add_argument("--tempo", type=positive_float, default=None,
+                   help=f"tempo in BPM (default: the primer's, else {DEFAULT_TEMPO:g})")
     p.add_argument("--program", type=program_number, default=None,
-                   help="General MIDI program 0..127 (default: 0, piano)")
-    p.add_argument("--out", default="generated", help="output folder")
+                   help=f"General MIDI program 0..127 (default: the primer's, else "
+                        f"{DEFAULT_PROGRAM}, piano)")
+    p.add_argument("--out", default=str(GENERATED), help="output folder")
     p.add_argument("--name", default=None, help="file name stem (default: melody-SEED-I)")
     p.add_argument("--wav", action="store_true", help="also write a WAV")
     p.add_argument("--png", action="store_true", help="also draw a piano roll")
@@ -247,8 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="model folder (default: the shipped pretrained model)")
     p.add_argument("--data", nargs="+", default=None,
                    help="prepared dataset (validation split) or music files/folders "
-                        "(default: the model's own dataset, else datasets/folk)")
-    p.add_argument("--samples", type=non_negative_int, default=100,
+                        f"(default: the model's own dataset, else {corpus.DATASET})")
+    p.add_argument("--samples", type=non_negative_int, default=EVALUATE_SAMPLES,
                    help="melodies to generate for the musicality statistics (0: skip them)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="random seed")
     p.add_argument("--png", default=None, help="draw the statistics into this PNG file")
@@ -277,18 +302,56 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _handler(command: str):
-    if command == "prepare":
-        from melody.data import run_prepare as handler
-    elif command == "train":
-        from melody.train import run_train as handler
-    elif command == "generate":
-        from melody.generate import run_generate as handler
-    elif command == "evaluate":
-        from melody.evaluate import run_evaluate as handler
-    else:
-        from melody.render import run_render as handler
-    return handler
+# -- the commands: flags -> the Python API -> (result, summary) ----------------------
+def _prepare(args):
+    from melody.data import prepare, summary_text
+
+    result = prepare(args.sources, args.out, jobs=args.jobs, val_fraction=args.val_fraction,
+                     seed=args.seed, timeout=args.timeout)
+    return result, summary_text(result)
+
+
+def _train(args):
+    from melody.training import summary_text, train
+
+    result = train(args.data, args.out, resume=args.resume, epochs=args.epochs, units=args.units,
+                   layers=args.layers, embedding=args.embedding, dropout=args.dropout,
+                   reset_after=args.reset_after == "true", seq_len=args.seq_len,
+                   batch_size=args.batch_size, learning_rate=args.learning_rate,
+                   patience=args.patience, steps_per_epoch=args.steps_per_epoch, seed=args.seed,
+                   strategy=args.strategy)
+    return result, summary_text(result)
+
+
+def _generate(args):
+    from melody.generation import generate, summary_text
+
+    result = generate(args.model, args.out, n=args.n, seed=args.seed, primer=args.primer,
+                      tempo=args.tempo, program=args.program, name=args.name, wav=args.wav,
+                      png=args.png, musicxml=args.musicxml,
+                      check_originality=args.check_originality, notes=args.notes, bars=args.bars,
+                      temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                      key=args.key, lowest=args.lowest, highest=args.highest)
+    return result, summary_text(result, args.out)
+
+
+def _evaluate(args):
+    from melody.evaluation import evaluate, summary_text
+
+    result = evaluate(args.model, args.data, samples=args.samples, seed=args.seed, png=args.png)
+    return result, summary_text(result)
+
+
+def _render(args):
+    from melody.outputs.render import render, summary_text
+
+    result = render(args.files, wav=args.wav, png=args.png, musicxml=args.musicxml,
+                    soundfont=args.soundfont, out=args.out)
+    return result, summary_text(result)
+
+
+COMMANDS = {"prepare": _prepare, "train": _train, "generate": _generate, "evaluate": _evaluate,
+            "render": _render}
 
 
 def check_together(args) -> None:
@@ -338,7 +401,7 @@ def main(argv=None) -> int:
         check_together(args)
         # Libraries that print (pyfluidsynth does when $CI is set) must not corrupt --json.
         with contextlib.redirect_stdout(sys.stderr):
-            result, summary = _handler(args.command)(args)
+            result, summary = COMMANDS[args.command](args)
     except UsageError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2

@@ -10,8 +10,10 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from melody.config import DATASETS
+
 NAME = "folk"
-DATASET = Path("datasets") / NAME
+DATASET = DATASETS / NAME
 _FIXTURES = "test"
 
 

@@ -1,17 +1,21 @@
 """The melody type every stage shares: notes on a beat grid, plus metadata.
 
 Time is counted in grid steps of ``STEPS_PER_QUARTER`` per quarter note, fine
-enough for sixteenths (3 steps) and eighth-note triplets (4 steps).
+enough for sixteenths (3 steps) and eighth-note triplets (4 steps). A melody
+converts to ``pretty_midi``, ``music21`` and MIDI bytes.
 
 >>> m = Melody(pitches=[60, 62], onsets=[0, 12], durations=[12, 12])
 >>> m.n_notes, m.end
 (2, 24)
+>>> m.to_midi_bytes()[:4], len(m.to_pretty_midi().instruments[0].notes)
+(b'MThd', 2)
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
@@ -106,6 +110,7 @@ class Melody:
     track_name: str = ""
     track_index: int = 0
     velocities: np.ndarray | None = field(default=None, repr=False)
+    steps_per_quarter: ClassVar[int] = STEPS_PER_QUARTER
 
     def __post_init__(self):
         self.pitches = np.asarray(self.pitches, dtype=np.int16).reshape(-1)
@@ -141,6 +146,39 @@ class Melody:
 
     def intervals(self) -> np.ndarray:
         return np.diff(self.pitches.astype(np.int64))
+
+    @property
+    def lead_in_steps(self) -> int:
+        """Silence written before a pickup so that MIDI bar lines fall on the downbeats."""
+        bar = self.bar_steps
+        if not bar or self.bar_phase % bar == 0:
+            return 0
+        return (-self.bar_phase) % bar
+
+    # -- conversions (melody.outputs does the work, imported only when asked) --------
+    def to_pretty_midi(self):
+        """A ``pretty_midi.PrettyMIDI``: one instrument, tempo, time and key signature."""
+        from melody.outputs.midi import to_pretty_midi
+
+        return to_pretty_midi(self)
+
+    def to_midi_bytes(self) -> bytes:
+        """The Standard MIDI File, deterministic byte for byte."""
+        from melody.outputs.midi import midi_bytes
+
+        return midi_bytes(self)
+
+    def to_music21(self, title: str | None = None):
+        """A ``music21`` Score, quantised to sixteenths and triplets."""
+        from melody.outputs.score import to_music21
+
+        return to_music21(self.to_pretty_midi(), title)
+
+    def write_midi(self, path) -> None:
+        """Write the MIDI file to ``path`` atomically."""
+        from melody.outputs.midi import write_midi
+
+        write_midi(self, path)
 
 
 def check_range(name: str, value, low, high) -> None:

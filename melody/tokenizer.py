@@ -31,12 +31,14 @@ from pathlib import Path
 
 import numpy as np
 
-from melody.notes import PITCH_NAMES, STEPS_PER_QUARTER, Key, Melody
+from melody.notes import PITCH_NAMES, STEPS_PER_QUARTER, Key, Melody, check_range
 
 TIME_SIGNATURES = (
     "2/4", "3/4", "4/4", "5/4", "6/4", "2/2", "3/2", "4/2",
     "3/8", "5/8", "6/8", "7/8", "9/8", "12/8",
 )
+MAX_DURATION = 1024  # longest DUR/REST token, in steps: bounds the vocabulary (and its grammar)
+MAX_METERS = 64
 SPECIALS = ("PAD", "BOS", "EOS", "BAR")
 PAD, BOS, EOS, BAR = 0, 1, 2, 3
 
@@ -52,14 +54,40 @@ class TokenizerConfig:
     time_signatures: tuple[str, ...] = TIME_SIGNATURES
     version: int = 1
 
+    def __post_init__(self):
+        for name in ("steps_per_quarter", "max_duration", "lowest_pitch", "highest_pitch", "version"):
+            if type(getattr(self, name)) is not int:
+                raise ValueError(f"{name} must be a whole number, got {getattr(self, name)!r}")
+        if self.steps_per_quarter != STEPS_PER_QUARTER:
+            raise ValueError(
+                f"steps_per_quarter must be {STEPS_PER_QUARTER}, got {self.steps_per_quarter}")
+        if self.version != 1:
+            raise ValueError(f"version must be 1, got {self.version}")
+        check_range("max_duration", self.max_duration, 1, MAX_DURATION)
+        check_range("lowest_pitch", self.lowest_pitch, 0, 127)
+        check_range("highest_pitch", self.highest_pitch, self.lowest_pitch, 127)
+        meters = self.time_signatures
+        if len(meters) > MAX_METERS or len(set(meters)) != len(meters):
+            raise ValueError(f"time_signatures must be at most {MAX_METERS} different meters, "
+                             f"got {len(meters)} ({len(set(meters))} different)")
+        for ts in meters:
+            num, _, den = str(ts).partition("/")
+            if not (num.isdigit() and den.isdigit() and 1 <= int(num) <= 64
+                    and int(den) in (1, 2, 4, 8, 16, 32, 64)):
+                raise ValueError(f"time_signatures must be meters such as 3/4, got {ts!r}")
+
     @classmethod
     def from_dict(cls, data: dict) -> "TokenizerConfig":
+        if not isinstance(data, dict):
+            raise ValueError(f"tokenizer settings must be a JSON object, got {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown tokenizer settings: {', '.join(sorted(unknown))}")
         data = dict(data)
         if "time_signatures" in data:
+            if not isinstance(data["time_signatures"], list):
+                raise ValueError("time_signatures must be a list of meters such as 3/4")
             data["time_signatures"] = tuple(data["time_signatures"])
         return cls(**data)
 
@@ -74,10 +102,6 @@ class Tokenizer:
     def __init__(self, config: TokenizerConfig | None = None):
         self.config = config or TokenizerConfig()
         c = self.config
-        if c.steps_per_quarter != STEPS_PER_QUARTER:
-            raise ValueError(
-                f"steps_per_quarter must be {STEPS_PER_QUARTER}, got {c.steps_per_quarter}"
-            )
         names = list(SPECIALS)
         self.key_offset = len(names)
         names += [f"KEY_{PITCH_NAMES[t]}" for t in range(12)]
@@ -323,10 +347,16 @@ class Tokenizer:
 
     @classmethod
     def load(cls, path) -> "Tokenizer":
-        data = json.loads(Path(path).read_text())
+        return cls.from_dict(json.loads(Path(path).read_text()), path)
+
+    @classmethod
+    def from_dict(cls, data: dict, where="tokenizer") -> "Tokenizer":
+        """The tokenizer a ``tokenizer.json``'s contents describe (``where`` names it in errors)."""
+        if not isinstance(data, dict):
+            raise ValueError(f"{where}: must be a JSON object, got {type(data).__name__}")
         tok = cls(TokenizerConfig.from_dict(data["config"]))
         if data.get("vocab") not in (None, tok.names):
-            raise ValueError(f"{path}: vocabulary does not match its tokenizer settings")
+            raise ValueError(f"{where}: vocabulary does not match its tokenizer settings")
         return tok
 
     def __eq__(self, other) -> bool:

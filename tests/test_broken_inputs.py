@@ -13,8 +13,6 @@ import zipfile
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from melody.midi_io import MIN_NOTES, REASONS, SkipFile, melody_from_midi_bytes, parts, read_melody
 from midi_factory import (
     END_OF_TRACK,
     chunk,
@@ -33,6 +31,15 @@ from midi_factory import (
     time_signature,
     track,
     track_name,
+)
+
+from melody.inputs import (
+    MIN_NOTES,
+    REASONS,
+    SkipFile,
+    melody_from_midi_bytes,
+    parts,
+    read_melody,
 )
 
 TUNE = scale(10)
@@ -416,14 +423,14 @@ def test_a_folder_named_like_a_midi_file_is_unreadable(tmp_path):
 
 
 def test_a_flood_of_events_is_too_large(tmp_path, monkeypatch):
-    import melody.midi_io
+    import melody.inputs.smf
 
-    monkeypatch.setattr(melody.midi_io, "MAX_EVENTS", 5_000)
+    monkeypatch.setattr(melody.inputs.smf, "MAX_EVENTS", 5_000)
     flood = [event(0, 0xB0, 7, 100)] + [b"\x00\x07\x64"] * 5_000  # volume, running status
     with pytest.raises(SkipFile) as err:
         read(lambda: smf([track(*flood, *tune_events())]), tmp_path=tmp_path)
     assert err.value.reason == "too large"
-    monkeypatch.setattr(melody.midi_io, "MAX_EVENTS", 50_000)
+    monkeypatch.setattr(melody.inputs.smf, "MAX_EVENTS", 50_000)
     assert read(lambda: smf([track(*flood, *tune_events())]), tmp_path=tmp_path).n_notes == 10
 
 

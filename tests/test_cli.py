@@ -12,48 +12,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ROOT, run, write_songs
 
-from melody import midi_io
 from melody.cli import build_parser, main
-from melody.model import ModelConfig, build_model, save_model_folder
-from melody.notes import Melody
-from melody.tokenizer import Tokenizer
 
-ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = ("prepare", "train", "generate", "evaluate", "render")
 TF_NOISE = ("cuda", "absl", "onednn", "cpu_feature_guard", "tensorflow/", "stream_executor")
 
 
-def run(capsys, *argv):
-    """main(argv) as the console script runs it: (exit code, stdout, stderr)."""
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as e:  # argparse exits by itself for --help and flag errors
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def tune(seed: int, n: int = 16) -> bytes:
-    pitches = np.random.default_rng(seed).integers(57, 77, n)
-    return midi_io.midi_bytes(Melody(pitches, np.arange(n) * 12, [12] * n))
-
-
 @pytest.fixture(scope="module")
 def songs(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("songs")
-    for i in range(8):
-        (folder / f"song{i}.mid").write_bytes(tune(i))
-    return folder
-
-
-@pytest.fixture(scope="module")
-def model_folder(tmp_path_factory) -> Path:
-    tok = Tokenizer()
-    cfg = ModelConfig(vocab_size=tok.vocab_size, embedding=8, units=16, layers=1)
-    folder = tmp_path_factory.mktemp("model")
-    save_model_folder(folder, build_model(cfg), tok, {"model": cfg.to_dict()})
-    return folder
+    return write_songs(tmp_path_factory.mktemp("songs"), 8)
 
 
 # -- --help --------------------------------------------------------------------------
@@ -242,9 +211,9 @@ def test_json_of_prepare_generate_render(capsys, tmp_path, songs, model_folder):
 
 def test_json_holds_no_nan(capsys, monkeypatch):
     """Strict JSON parsers refuse NaN: a figure that is not a number becomes null."""
-    import melody.data
+    import melody.cli
 
-    monkeypatch.setattr(melody.data, "run_prepare",
+    monkeypatch.setitem(melody.cli.COMMANDS, "prepare",
                         lambda args: ({"notes": float("nan"), "x": np.float32(2.5)}, "summary"))
     code, out, err = run(capsys, "prepare", "--json")
     assert code == 0 and json_of(out) == {"notes": None, "x": 2.5} and err == "summary\n"

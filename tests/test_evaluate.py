@@ -5,10 +5,10 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import TINY, make_dataset, run_cli, write_midi_tunes
 
 from melody.data import load_dataset
 from melody.ngram import NGram, bits_per_token, fit_best
-from test_train import TINY, make_dataset, run_cli, write_midi_tunes
 
 
 @pytest.fixture(scope="module")
@@ -96,10 +96,10 @@ def test_missing_model_is_one_line(tmp_path):
 
 
 def test_padding_never_changes_a_score(model, dataset):
-    from melody.evaluate import ModelScorer
-    from melody.model import load_keras_model
+    from melody.modelfolder import ModelFolder
+    from melody.scoring import ModelScorer
 
-    keras_model = load_keras_model(model[0])
+    keras_model = ModelFolder(model[0]).keras_model()
     ds = load_dataset(dataset)
     val = ds.split("val")
     together = ModelScorer(keras_model, ds.tokenizer).score(val)
@@ -195,11 +195,11 @@ def test_same_seed_same_statistics(with_samples, model, dataset):
 
 
 def test_sampled_melodies_are_cut_to_their_drawn_lengths(model):
-    from melody.model import load_tokenizer
+    from melody.modelfolder import ModelFolder
     from melody.musicality import sample_melodies
 
     caps = np.array([2, 5, 9, 30])
-    melodies, cut = sample_melodies(model[0], load_tokenizer(model[0]), caps, seed=0)
+    melodies, cut = sample_melodies(ModelFolder(model[0]), caps, seed=0)
     counts = [m.n_notes for m in melodies]
     assert all(1 <= n <= cap for n, cap in zip(counts, caps))
     # a cut melody has exactly its cap's notes (one may also end there by itself)
@@ -209,11 +209,11 @@ def test_sampled_melodies_are_cut_to_their_drawn_lengths(model):
 
 
 def test_no_samples_no_report(model, dataset):
-    from melody.model import load_tokenizer
+    from melody.modelfolder import ModelFolder
     from melody.musicality import evaluate_report
 
     data = load_dataset(dataset).split("val")
-    assert evaluate_report(model[0], data, load_tokenizer(model[0]), samples=0, seed=0) == {}
+    assert evaluate_report(ModelFolder(model[0]), data, samples=0, seed=0) == {}
 
 
 def test_originality_without_its_file(model, dataset, tmp_path):

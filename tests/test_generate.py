@@ -7,27 +7,17 @@ import sys
 from pathlib import Path
 
 import mido
-import numpy as np
 import pretty_midi
 import pytest
 
 from melody.cli import main
-from melody.midi_io import lead_in_steps, write_midi
-from melody.model import ModelConfig, build_model, save_model_folder
+from melody.modelfolder import ModelFolder
 from melody.notes import STEPS_PER_QUARTER, Key, Melody
-from melody.sample import NumpyGRU, SampleConfig, sample
+from melody.sample import SampleConfig, sample
 from melody.tokenizer import Tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 TOK = Tokenizer()
-
-
-@pytest.fixture(scope="module")
-def model_folder(tmp_path_factory):
-    cfg = ModelConfig(vocab_size=TOK.vocab_size, embedding=8, units=16, layers=1)
-    folder = tmp_path_factory.mktemp("model")
-    save_model_folder(folder, build_model(cfg), TOK, {"model": cfg.to_dict()})
-    return folder
 
 
 def generate(capsys, *argv):
@@ -129,10 +119,10 @@ def test_never_overwrites(capsys, tmp_path, model_folder):
 def test_files_read_back_give_exactly_the_sampled_notes(capsys, tmp_path, model_folder):
     code, result, _ = generate(capsys, "--model", model_folder, "-n", 2, "--seed", 11,
                                "--out", tmp_path, "--notes", 24)
-    expected = sample(NumpyGRU.load(model_folder), TOK, SampleConfig(n=2, notes=24, seed=11))
+    expected = sample(ModelFolder(model_folder).network, TOK, SampleConfig(n=2, notes=24, seed=11))
     for f, tokens in zip(result["files"], expected):
         melody = TOK.decode(tokens)
-        lead = lead_in_steps(melody)  # a pickup starts after silence, on the MIDI bar grid
+        lead = melody.lead_in_steps  # a pickup starts after silence, on the MIDI bar grid
         want = list(zip(melody.pitches.tolist(), (melody.onsets + lead).tolist(),
                         melody.durations.tolist()))
         assert len(want) == f["notes"]
@@ -166,7 +156,7 @@ def test_bars_end_on_the_bar_line_and_range_key_hold(capsys, tmp_path, model_fol
 def test_primer_is_continued_and_its_end_recorded(capsys, tmp_path, model_folder):
     primer = Melody([67, 69, 71, 72, 74, 72, 71, 69], [0, 12, 24, 36, 48, 60, 72, 84], [12] * 8,
                     time_signature=(4, 4), key=Key.parse("G"), tempo=100)
-    write_midi(primer, tmp_path / "primer.mid")
+    primer.write_midi(tmp_path / "primer.mid")
     code, result, _ = generate(capsys, "--model", model_folder, "-n", 2, "--seed", 1, "--notes", 6,
                                "--primer", tmp_path / "primer.mid", "--out", tmp_path / "out")
     assert code == 0

@@ -7,19 +7,6 @@ import pretty_midi
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from melody.midi_io import (
-    MIN_NOTES,
-    SkipFile,
-    melody_from_midi_bytes,
-    midi_bytes,
-    parts,
-    read_melody,
-    skyline,
-    write_midi,
-)
-from melody.notes import Key, Melody
-from melody.tokenizer import Tokenizer
 from midi_factory import (
     chords,
     key_signature,
@@ -35,6 +22,18 @@ from midi_factory import (
     track,
     track_name,
 )
+
+from melody.inputs import (
+    MIN_NOTES,
+    SkipFile,
+    melody_from_midi_bytes,
+    parts,
+    read_melody,
+    skyline,
+)
+from melody.notes import Key, Melody
+from melody.outputs.midi import midi_bytes, write_midi
+from melody.tokenizer import Tokenizer
 
 
 def same_notes(a: Melody, b: Melody) -> None:

@@ -2,13 +2,15 @@
 
 import math
 import struct
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from melody import musicality as mu
+from melody.musicality import comparison, features, originality, picture
+from melody.musicality import report as mreport
 from melody.notes import Melody
 
 
@@ -38,16 +40,16 @@ def atonal(rng, n=40):
 
 
 def test_c_major_scale_reads_as_a_musician_expects():
-    f = mu.melody_features(C_MAJOR)
+    f = features.melody_features(C_MAJOR)
     assert f["pitch_range"] == 12
     assert f["pitch_classes_used"] == 7
     assert f["scale_consistency"] == 1.0
     np.testing.assert_allclose(f["pitch_classes"][[0, 2, 4, 5, 7, 9, 11]], [2 / 8] + [1 / 8] * 6)
     assert f["pitch_classes"][[1, 3, 6, 8, 10]].sum() == 0
     # five whole steps and two half steps (E-F, B-C), all upwards
-    intervals = dict(zip(mu.INTERVAL_LABELS, f["intervals"]))
+    intervals = dict(zip(features.INTERVAL_LABELS, f["intervals"]))
     assert intervals["2"] == pytest.approx(5 / 7) and intervals["1"] == pytest.approx(2 / 7)
-    assert dict(zip(mu.DURATION_LABELS, f["durations"]))["12"] == 1.0
+    assert dict(zip(features.DURATION_LABELS, f["durations"]))["12"] == 1.0
     assert f["note_density"] == 4.0  # four quarter notes per 4/4 bar
     # interval patterns 221 212 122 222 221: only 2-2-1 comes back
     assert f["repetition"] == pytest.approx(2 / 5)
@@ -56,38 +58,38 @@ def test_c_major_scale_reads_as_a_musician_expects():
 
 
 def test_density_without_meter_counts_per_quarter_note():
-    assert mu.note_density(tune([60, 62, 64, 65], 6, time_signature=None)) == 2.0
-    assert mu.note_density(tune([60, 62, 64], 12, time_signature=(6, 8))) == 3.0
+    assert features.note_density(tune([60, 62, 64, 65], 6, time_signature=None)) == 2.0
+    assert features.note_density(tune([60, 62, 64], 12, time_signature=(6, 8))) == 3.0
 
 
 def test_harmonic_minor_is_in_scale_and_chromatic_is_not():
     a_minor = tune([69, 71, 72, 74, 76, 77, 80, 81])  # with the raised seventh G#
-    assert mu.scale_consistency(a_minor) == 1.0
+    assert features.scale_consistency(a_minor) == 1.0
     chromatic = tune(range(60, 72))
-    assert mu.scale_consistency(chromatic) == pytest.approx(7 / 12)
-    assert mu.pitch_class_entropy(chromatic) == pytest.approx(math.log2(12))
-    assert mu.pitch_class_entropy(tune([60] * 5)) == 0.0
+    assert features.scale_consistency(chromatic) == pytest.approx(7 / 12)
+    assert features.pitch_class_entropy(chromatic) == pytest.approx(math.log2(12))
+    assert features.pitch_class_entropy(tune([60] * 5)) == 0.0
 
 
 def test_repetition_of_a_repeated_motif_and_of_a_melody_without_repeats():
     motif = [60, 62, 64, 60]
-    assert mu.repetition(tune(motif * 3)) == 1.0
-    assert mu.repetition(tune([60, 61, 63, 66, 70, 75, 81])) == 0.0
+    assert features.repetition(tune(motif * 3)) == 1.0
+    assert features.repetition(tune([60, 61, 63, 66, 70, 75, 81])) == 0.0
     # same pitches, different rhythm: not the same pattern
-    assert mu.repetition(tune(motif * 2, [12, 12, 12, 12, 6, 6, 6, 6])) < 1.0
+    assert features.repetition(tune(motif * 2, [12, 12, 12, 12, 6, 6, 6, 6])) < 1.0
 
 
 def test_histogram_bins_clip_leaps_and_long_notes():
     m = tune([60, 79, 60], [5, 100, 12])
-    intervals = dict(zip(mu.INTERVAL_LABELS, mu.interval_histogram(m)))
+    intervals = dict(zip(features.INTERVAL_LABELS, features.interval_histogram(m)))
     assert intervals["12"] == 0.5 and intervals["-12"] == 0.5
-    durations = dict(zip(mu.DURATION_LABELS, mu.duration_histogram(m)))
+    durations = dict(zip(features.DURATION_LABELS, features.duration_histogram(m)))
     assert durations["6"] == durations[">48"] == durations["12"] == pytest.approx(1 / 3)
 
 
 def test_features_of_an_empty_or_single_note_melody_are_defined():
     for m in (tune([]), tune([60])):
-        f = mu.melody_features(m)
+        f = features.melody_features(m)
         assert all(np.all(np.isfinite(v)) for v in f.values())
         assert f["repetition"] == 0.0 and f["intervals"].sum() == 0
 
@@ -95,8 +97,8 @@ def test_features_of_an_empty_or_single_note_melody_are_defined():
 @settings(max_examples=50, deadline=None)
 @given(st.lists(st.integers(21, 108), min_size=1, max_size=30), st.integers(-12, 12))
 def test_features_other_than_pitch_classes_ignore_transposition(pitches, shift):
-    a = mu.melody_features(tune(pitches))
-    b = mu.melody_features(tune(pitches).transpose(shift))
+    a = features.melody_features(tune(pitches))
+    b = features.melody_features(tune(pitches).transpose(shift))
     for name in ("pitch_range", "intervals", "durations", "note_density", "scale_consistency",
                  "repetition", "pitch_class_entropy", "pitch_classes_used"):
         np.testing.assert_allclose(a[name], b[name])
@@ -110,8 +112,8 @@ def test_features_other_than_pitch_classes_ignore_transposition(pitches, shift):
 def test_identical_sets_overlap_fully():
     rng = np.random.default_rng(0)
     melodies = [stepwise(rng) for _ in range(60)]
-    stats = mu.compare(melodies, melodies)
-    assert set(stats) == set(mu.FEATURES)
+    stats = comparison.compare(melodies, melodies)
+    assert set(stats) == set(features.FEATURES)
     for name, s in stats.items():
         assert s["overlap"] > 0.9, name
         assert s["kl"] < 0.05, name
@@ -122,13 +124,13 @@ def test_two_samples_of_one_style_overlap_well():
     rng = np.random.default_rng(1)
     a = [stepwise(rng) for _ in range(80)]
     b = [stepwise(rng) for _ in range(80)]
-    for name, s in mu.compare(a, b).items():
+    for name, s in comparison.compare(a, b).items():
         assert s["overlap"] > 0.8, name
 
 
 def test_atonal_leaps_against_stepwise_diatonic_overlap_little():
     rng = np.random.default_rng(2)
-    stats = mu.compare([atonal(rng) for _ in range(60)], [stepwise(rng) for _ in range(60)])
+    stats = comparison.compare([atonal(rng) for _ in range(60)], [stepwise(rng) for _ in range(60)])
     for name in ("intervals", "durations", "pitch_range", "scale_consistency",
                  "pitch_class_entropy"):
         assert stats[name]["overlap"] < 0.2, name
@@ -139,20 +141,20 @@ def test_atonal_leaps_against_stepwise_diatonic_overlap_little():
 
 def test_overlap_and_kl_of_known_distributions():
     x = np.random.default_rng(3).normal(5, 1, 2000)
-    overlap, kl = mu.overlap_and_kl(x, x)
+    overlap, kl = comparison.overlap_and_kl(x, x)
     assert overlap == pytest.approx(1.0) and kl == pytest.approx(0.0, abs=1e-9)
-    overlap, kl = mu.overlap_and_kl(x, x + 100)
+    overlap, kl = comparison.overlap_and_kl(x, x + 100)
     assert overlap < 1e-3 and kl > 10
     # Two unit normals one standard deviation apart overlap by 2 * Phi(-0.5) = 0.617.
-    overlap, _ = mu.overlap_and_kl(x, np.random.default_rng(4).normal(6, 1, 2000))
+    overlap, _ = comparison.overlap_and_kl(x, np.random.default_rng(4).normal(6, 1, 2000))
     assert overlap == pytest.approx(0.617, abs=0.05)
     # All-equal distances still have a density.
-    assert mu.overlap_and_kl(np.zeros(10), np.zeros(20)) == pytest.approx((1.0, 0.0))
+    assert comparison.overlap_and_kl(np.zeros(10), np.zeros(20)) == pytest.approx((1.0, 0.0))
 
 
 def test_compare_needs_two_melodies_a_set():
     with pytest.raises(ValueError, match="generated melodies must number at least 2, got 1"):
-        mu.compare([C_MAJOR], [C_MAJOR, C_MAJOR])
+        comparison.compare([C_MAJOR], [C_MAJOR, C_MAJOR])
 
 
 # -- originality ---------------------------------------------------------------------
@@ -172,7 +174,7 @@ def corpus():
 
 def test_a_copy_is_found_whole_and_transposed(corpus):
     train, _ = corpus
-    index = mu.OriginalityIndex.from_melodies(train)
+    index = originality.OriginalityIndex.from_melodies(train)
     copies = [train[3], train[10].transpose(7), train[20].transpose(-5)]
     np.testing.assert_array_equal(index.longest_runs(copies), [m.n_notes for m in copies])
     np.testing.assert_array_equal(index.shares(copies), [1.0, 1.0, 1.0])
@@ -180,7 +182,7 @@ def test_a_copy_is_found_whole_and_transposed(corpus):
 
 def test_a_random_melody_copies_little(corpus):
     train, _ = corpus
-    index = mu.OriginalityIndex.from_melodies(train)
+    index = originality.OriginalityIndex.from_melodies(train)
     other = random_tune(np.random.default_rng(99), 50)
     assert index.longest_runs([other])[0] < 6
     assert index.shares([other])[0] == 0.0
@@ -188,7 +190,7 @@ def test_a_random_melody_copies_little(corpus):
 
 def test_longest_run_is_exactly_the_borrowed_phrase(corpus):
     train, _ = corpus
-    index = mu.OriginalityIndex.from_melodies(train)
+    index = originality.OriginalityIndex.from_melodies(train)
     source = train[0]
     # 12 notes of a training melody, framed by notes of a duration no training note has
     phrase = source.pitches[5:17]
@@ -198,32 +200,32 @@ def test_longest_run_is_exactly_the_borrowed_phrase(corpus):
     assert np.isnan(index.shares([tune([60, 62, 64])])[0])  # too short for an 8-note run
 
 
-@pytest.mark.parametrize("chunk_notes", [mu.TRAIN_CHUNK_NOTES, 500])  # one chunk, and many
+@pytest.mark.parametrize("chunk_notes", [originality.TRAIN_CHUNK_NOTES, 500])  # one chunk, and many
 def test_originality_file_round_trip_and_flags(corpus, tmp_path, monkeypatch, chunk_notes):
     train, heldout = corpus
-    monkeypatch.setattr(mu, "TRAIN_CHUNK_NOTES", chunk_notes)
-    path = tmp_path / "model" / mu.ORIGINALITY_FILE
-    thresholds = mu.build_originality_file(iter(train), iter(heldout), path)
-    built = mu.OriginalityIndex.from_melodies(train)  # all of it at once, in memory
+    monkeypatch.setattr(originality, "TRAIN_CHUNK_NOTES", chunk_notes)
+    path = tmp_path / "model" / originality.ORIGINALITY_FILE
+    thresholds = originality.build_originality_file(iter(train), iter(heldout), path)
+    built = originality.OriginalityIndex.from_melodies(train)  # all of it at once, in memory
     assert thresholds == built.thresholds_from(heldout)
-    loaded = mu.load_originality(path)
+    loaded = originality.load_originality(path)
     assert loaded.thresholds == thresholds
     np.testing.assert_array_equal(loaded.runs.lengths, built.runs.lengths)
     probe = [train[1], random_tune(np.random.default_rng(7), 50)] + heldout[:10]
     np.testing.assert_array_equal(loaded.longest_runs(probe), built.longest_runs(probe))
     np.testing.assert_array_equal(loaded.shares(probe), built.shares(probe))
-    assert mu.flag(train[1].transpose(3), loaded)
-    assert not mu.flag(probe[1], loaded)
-    checks = mu.check(probe[:2], loaded)
+    assert originality.flag(train[1].transpose(3), loaded)
+    assert not originality.flag(probe[1], loaded)
+    checks = originality.check(probe[:2], loaded)
     assert checks[0] == {"longest_run": train[1].n_notes, "share_8": 1.0, "flagged": True}
     assert path.stat().st_size < 20_000  # ~9,000 notes of training data
 
 
 def test_originality_report_puts_generated_beside_human(corpus):
     train, heldout = corpus
-    index = mu.OriginalityIndex.from_melodies(train)
+    index = originality.OriginalityIndex.from_melodies(train)
     copied = train[:10]
-    report = mu.originality(copied, heldout, index)
+    report = originality.originality_report(copied, heldout, index)
     gen, human = report["generated"], report["human"]
     assert gen["flagged"] == 1.0 and human["flagged"] <= 0.05
     assert gen["share_8"]["median"] == 1.0 and human["share_8"]["median"] == 0.0
@@ -235,13 +237,13 @@ def test_a_damaged_originality_file_is_named(tmp_path):
     path = tmp_path / "originality.npz"
     path.write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="originality.npz: not an originality file"):
-        mu.load_originality(path)
+        originality.load_originality(path)
 
 
 def test_flag_needs_thresholds(corpus):
-    index = mu.OriginalityIndex.from_melodies(corpus[0])
+    index = originality.OriginalityIndex.from_melodies(corpus[0])
     with pytest.raises(ValueError, match="no thresholds"):
-        mu.flag(corpus[0][0], index)
+        originality.flag(corpus[0][0], index)
 
 
 # -- drawing -------------------------------------------------------------------------
@@ -251,8 +253,8 @@ def test_draw_writes_a_png_of_the_documented_size(tmp_path):
     rng = np.random.default_rng(8)
     gen = [atonal(rng) for _ in range(10)]
     human = [stepwise(rng) for _ in range(10)]
-    path = mu.draw(gen, human, tmp_path / "stats.png", title="test",
-                   stats=mu.compare(gen, human))
+    path = picture.draw(gen, human, tmp_path / "stats.png", title="test",
+                     stats=comparison.compare(gen, human))
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = struct.unpack(">II", data[16:24])
@@ -263,10 +265,10 @@ def test_draw_writes_a_png_of_the_documented_size(tmp_path):
 
 
 def test_first_notes_cuts_a_melody_and_keeps_the_rest():
-    cut = mu.first_notes(C_MAJOR, 3)
+    cut = mreport.first_notes(C_MAJOR, 3)
     assert cut.pitches.tolist() == [60, 62, 64] and cut.onsets.tolist() == [0, 12, 24]
     assert cut.time_signature == C_MAJOR.time_signature
-    assert mu.first_notes(C_MAJOR, 20) is C_MAJOR
+    assert mreport.first_notes(C_MAJOR, 20) is C_MAJOR
 
 
 def token_data(melodies):
@@ -278,10 +280,10 @@ def token_data(melodies):
 
 
 def test_human_set_is_a_seeded_subset_when_large(monkeypatch):
-    monkeypatch.setattr(mu, "HUMAN_LIMIT", 4)
+    monkeypatch.setattr(mreport, "HUMAN_LIMIT", 4)
     data, tok = token_data([C_MAJOR.transpose(s) for s in range(10)])
-    first = mu.human_melodies(data, tok, np.random.default_rng(0))
-    again = mu.human_melodies(data, tok, np.random.default_rng(0))
+    first = mreport.human_melodies(data, tok, np.random.default_rng(0))
+    again = mreport.human_melodies(data, tok, np.random.default_rng(0))
     assert len(first) == 4
     assert [m.pitches.tolist() for m in first] == [m.pitches.tolist() for m in again]
     assert len({int(m.pitches[0]) for m in first}) == 4  # four different pieces
@@ -289,6 +291,7 @@ def test_human_set_is_a_seeded_subset_when_large(monkeypatch):
 
 def test_report_needs_two_human_pieces(tmp_path):
     data, tok = token_data([C_MAJOR])
-    report = mu.evaluate_report(tmp_path, data, tok, samples=5, seed=0)
+    folder = SimpleNamespace(path=tmp_path, tokenizer=tok)  # the report reads no weights here
+    report = mreport.evaluate_report(folder, data, samples=5, seed=0)
     note = "musicality needs at least 2 pieces to compare with, got 1"
     assert report == {"musicality_note": note}

@@ -14,9 +14,11 @@ from unittest.mock import ANY
 import numpy as np
 import pytest
 
-from melody import data, midi_io
+from melody import data, inputs
 from melody.cli import main
+from melody.data import pool, scratch, split
 from melody.notes import Melody
+from melody.outputs.midi import midi_bytes
 
 TUNE_A = [60, 62, 64, 65, 67, 65, 64, 62, 60, 67]
 TUNE_B = [72, 71, 69, 67, 65, 64, 62, 60, 62, 64]
@@ -25,7 +27,7 @@ TUNE_C = [55, 57, 59, 60, 62, 64, 62, 60, 59, 55]
 
 def midi(pitches, step=12) -> bytes:
     n = len(pitches)
-    return midi_io.midi_bytes(Melody(pitches, np.arange(n) * step, [step] * n))
+    return midi_bytes(Melody(pitches, np.arange(n) * step, [step] * n))
 
 
 def write(path, content: bytes):
@@ -70,7 +72,7 @@ def test_prepare_accounts_for_every_file(collection, tmp_path, capsys):
                              "c/Three.Kar"]
     assert result["files"] == 5 and result["ignored"] == 1
     assert files["a/broken.mid"]["status"] == "skipped"
-    assert files["a/broken.mid"]["reason"] in midi_io.REASONS
+    assert files["a/broken.mid"]["reason"] in inputs.REASONS
     dup = files["a/b/dup.midi"]
     assert (dup["status"], dup["reason"]) == ("skipped", "duplicate")
     assert dup["duplicate_of"] == "songs/a/one.mid"
@@ -150,8 +152,8 @@ def stub_reader(path, part=None):
         return bytearray(8 * 2**30)
     if name.startswith("probe"):
         loaded = sorted(m for m in ("tensorflow", "keras", "torch") if m in sys.modules)
-        raise midi_io.SkipFile("not music", "loaded: " + ",".join(loaded))
-    return midi_io.read_melody(path, part)
+        raise inputs.SkipFile("not music", "loaded: " + ",".join(loaded))
+    return inputs.read_melody(path, part)
 
 
 def test_hang_crash_and_memory_blowup_cost_one_file_each(tmp_path):
@@ -194,7 +196,7 @@ def test_a_worker_dying_while_units_are_sent_to_it_costs_only_the_unit_that_kill
     rng = np.random.default_rng(1)
     for name in names:
         write(tmp_path / "in" / name, midi(rng.integers(55, 80, 12).tolist()))
-    send, broken = data._Worker.send, []
+    send, broken = pool._Worker.send, []
 
     def send_to_the_dead(self, item):
         if any(unit[1].endswith("crash.mid") for unit in self.sent):
@@ -205,8 +207,8 @@ def test_a_worker_dying_while_units_are_sent_to_it_costs_only_the_unit_that_kill
             broken.append(item)
             raise
 
-    monkeypatch.setattr(data._Worker, "send", send_to_the_dead)
-    monkeypatch.setattr(data._Worker, "wants_more", lambda self, gap, most: len(self.sent) < 50)
+    monkeypatch.setattr(pool._Worker, "send", send_to_the_dead)
+    monkeypatch.setattr(pool._Worker, "wants_more", lambda self, gap, most: len(self.sent) < 50)
     result = data.prepare([tmp_path / "in"], tmp_path / "ds", jobs=1, val_fraction=0.1, seed=0,
                           timeout=30, progress=False, reader=f"{__name__}:stub_reader")
     files = {f["path"].rsplit("/in/", 1)[1]: f for f in manifest(tmp_path / "ds")["files"]}
@@ -272,7 +274,7 @@ def test_failed_write_keeps_the_previous_dataset_and_makes_no_new_one(collection
     def disk_full(*args):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(data._Choice, "write_split", disk_full)
+    monkeypatch.setattr(split.Choice, "write_split", disk_full)
     assert main(["prepare", str(collection), "--out", str(out), "--seed", "9"]) == 1
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
     assert main(["prepare", str(collection), "--out", str(tmp_path / "new")]) == 1
@@ -383,9 +385,9 @@ def test_sources_of_the_same_name_keep_their_pieces_apart(tmp_path, capsys):
 def test_the_on_disk_lists_give_back_what_was_put_in(tmp_path, monkeypatch):
     """prepare's file and record lists live in temporary files: in order and by
     number, across read chunks, with names no encoding can spell."""
-    monkeypatch.setattr(data._Lines, "CHUNK", 7)  # most lines straddle two chunks
+    monkeypatch.setattr(scratch.Lines, "CHUNK", 7)  # most lines straddle two chunks
     values = [["songs/a.mid", "songs/\udcff\n.mid", 3, [None]], {"key": "é" * 20}, [], "x"]
-    lines = data._Lines(tmp_path)
+    lines = scratch.Lines(tmp_path)
     assert [lines.append(v) for v in values] == [0, 1, 2, 3]
     assert list(lines) == values and [lines[i] for i in (3, 0, 2, 1)] == [values[i] for i in (3, 0, 2, 1)]
     lines.append("late")

@@ -3,14 +3,14 @@
 import json
 
 import numpy as np
-import pytest
 
 from melody.cli import main
-from melody.model import ModelConfig, default_model_folder, load_tokenizer, read_config
-from melody.sample import NumpyGRU, SampleConfig, sample
+from melody.model import ModelConfig
+from melody.modelfolder import ModelFolder, shipped_folder
+from melody.sample import SampleConfig, sample
 from melody.tokenizer import Tokenizer
 
-FOLDER = default_model_folder()
+FOLDER = shipped_folder()
 
 
 def test_shipped_model_is_complete_and_small():
@@ -21,8 +21,8 @@ def test_shipped_model_is_complete_and_small():
 
 
 def test_shipped_model_matches_the_current_tokenizer():
-    config = read_config(FOLDER)
-    tok = load_tokenizer(FOLDER, config)
+    config = ModelFolder(FOLDER).config
+    tok = ModelFolder(FOLDER).tokenizer
     assert tok == Tokenizer()
     assert tok.names == Tokenizer().names
     assert ModelConfig.from_dict(config["model"]).vocab_size == Tokenizer().vocab_size
@@ -30,13 +30,13 @@ def test_shipped_model_matches_the_current_tokenizer():
 
 def test_shipped_model_beats_the_ngram_it_was_measured_against():
     # Written by `melody evaluate --json` on the folk validation split when shipped.
-    evaluation = read_config(FOLDER)["evaluation"]
+    evaluation = ModelFolder(FOLDER).config["evaluation"]
     assert evaluation["model"]["bits_per_note"] < 0.8 * evaluation["baseline"]["bits_per_note"]
 
 
 def test_shipped_model_generates_valid_melodies():
-    tok = load_tokenizer(FOLDER)
-    seqs = sample(NumpyGRU.load(FOLDER), tok, SampleConfig(n=8, seed=3, bars=8))
+    tok = ModelFolder(FOLDER).tokenizer
+    seqs = sample(ModelFolder(FOLDER).network, tok, SampleConfig(n=8, seed=3, bars=8))
     for seq in seqs:
         assert tok.is_valid(seq)
         melody = tok.decode(seq)
@@ -59,8 +59,8 @@ def test_music21_hears_the_requested_key():
 
     from melody.notes import Key
 
-    tok = load_tokenizer(FOLDER)
-    model = NumpyGRU.load(FOLDER)
+    tok = ModelFolder(FOLDER).tokenizer
+    model = ModelFolder(FOLDER).network
     agree = total = 0
     for key_name in ["D", "Gm", "Bb", "F#m", "Em"]:
         key = Key.parse(key_name)
@@ -78,7 +78,7 @@ def test_music21_hears_the_requested_key():
 
 
 def test_melodies_vary_with_the_seed():
-    tok = load_tokenizer(FOLDER)
-    a = sample(NumpyGRU.load(FOLDER), tok, SampleConfig(n=2, seed=1, notes=32))
-    b = sample(NumpyGRU.load(FOLDER), tok, SampleConfig(n=2, seed=2, notes=32))
+    tok = ModelFolder(FOLDER).tokenizer
+    a = sample(ModelFolder(FOLDER).network, tok, SampleConfig(n=2, seed=1, notes=32))
+    b = sample(ModelFolder(FOLDER).network, tok, SampleConfig(n=2, seed=2, notes=32))
     assert not np.array_equal(a[0], b[0])

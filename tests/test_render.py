@@ -10,8 +10,9 @@ import numpy as np
 import pretty_midi
 import pytest
 
-from melody import render
 from melody.cli import main
+from melody.outputs import audio, pianoroll
+from melody.outputs import score as score_out
 
 SR = 44100
 A4, E5 = 69, 76
@@ -64,9 +65,9 @@ def level_near(x, hz, start=0.0, stop=None):
 
 
 def require_fluidsynth():
-    if render.fluidsynth_available():
+    if audio.fluidsynth_available():
         return
-    reason = f"FluidSynth is not importable ({render.fluidsynth_problem()})"
+    reason = f"FluidSynth is not importable ({audio.fluidsynth_problem()})"
     if os.environ.get("MELODY_REQUIRE_FLUIDSYNTH") == "1":
         pytest.fail(f"{reason} but MELODY_REQUIRE_FLUIDSYNTH=1")
     pytest.skip(f"{reason}; install libfluidsynth3 and pyfluidsynth to test it")
@@ -82,7 +83,7 @@ def synth(request):
 # -- WAV ----------------------------------------------------------------------
 def test_a4_sounds_at_440_hz(synth, tmp_path):
     pm = make_pm([(A4, 0, 2)])  # one second at 120 BPM
-    used = render.write_wav(pm, tmp_path / "a4.wav", synth=synth)
+    used = audio.write_wav(pm, tmp_path / "a4.wav", synth=synth)
     assert used == synth
     x = read_wav(tmp_path / "a4.wav")
     assert abs(peak_hz(x, 0.1, 0.9) - 440.0) < 3.0
@@ -90,15 +91,15 @@ def test_a4_sounds_at_440_hz(synth, tmp_path):
 
 def test_wav_is_clean_pcm_of_the_right_length(synth, tmp_path):
     pm = make_pm([(60, 0, 1), (64, 1, 1), (67, 2, 2)])  # ends at 2.0 s
-    render.write_wav(pm, tmp_path / "m.wav", synth=synth)
+    audio.write_wav(pm, tmp_path / "m.wav", synth=synth)
     x = read_wav(tmp_path / "m.wav")
     seconds = len(x) / SR
     if synth == "builtin":
-        assert seconds == pytest.approx(2.0 + render.SynthConfig().release, abs=0.01)
+        assert seconds == pytest.approx(2.0 + audio.SynthConfig().release, abs=0.01)
     else:
-        assert 2.0 <= seconds <= 2.0 + render.FLUID_TAIL_SECONDS + 0.01
+        assert 2.0 <= seconds <= 2.0 + audio.FLUID_TAIL_SECONDS + 0.01
     peak = np.abs(x).max()
-    assert peak == pytest.approx(10 ** (render.PEAK_DBFS / 20), abs=0.01)  # loud, not clipped
+    assert peak == pytest.approx(10 ** (audio.PEAK_DBFS / 20), abs=0.01)  # loud, not clipped
     assert np.sqrt((x ** 2).mean()) > 0.02  # not silent
     assert np.abs(x.mean(axis=0)).max() < 1e-3  # no DC offset
     assert np.abs(x[:10]).max() < 0.01 and np.abs(x[-10:]).max() < 0.01  # no click at the ends
@@ -107,7 +108,7 @@ def test_wav_is_clean_pcm_of_the_right_length(synth, tmp_path):
 def test_builtin_notes_fade_in_and_out(tmp_path):
     """A note inside the music starts and ends on an envelope, not a step."""
     pm = make_pm([(A4, 1, 1)])  # 0.5 s of silence, then the note
-    render.write_wav(pm, tmp_path / "a.wav", synth="builtin")
+    audio.write_wav(pm, tmp_path / "a.wav", synth="builtin")
     x = read_wav(tmp_path / "a.wav")[:, 0]
     onset = int(0.5 * SR)
     assert np.abs(x[onset: onset + 20]).max() < 0.05
@@ -118,7 +119,7 @@ def test_every_track_sounds(synth, tmp_path):
     pm = make_pm([(A4, 0, 2)])
     add_track(pm, [(E5, 0, 2)], program=73)
     add_track(pm, [(38, 4, 0.5), (42, 5, 0.5)], is_drum=True)  # after the tones
-    render.write_wav(pm, tmp_path / "mix.wav", synth=synth)
+    audio.write_wav(pm, tmp_path / "mix.wav", synth=synth)
     x = read_wav(tmp_path / "mix.wav")
     assert level_near(x, 440.0, 0.1, 0.9) > 0.1
     assert level_near(x, 659.3, 0.1, 0.9) > 0.1
@@ -127,15 +128,15 @@ def test_every_track_sounds(synth, tmp_path):
 
 
 def test_default_synth_is_fluidsynth_when_available(tmp_path):
-    used = render.write_wav(make_pm([(A4, 0, 1)]), tmp_path / "d.wav")
-    assert used == ("fluidsynth" if render.fluidsynth_available() else "builtin")
+    used = audio.write_wav(make_pm([(A4, 0, 1)]), tmp_path / "d.wav")
+    assert used == ("fluidsynth" if audio.fluidsynth_available() else "builtin")
 
 
 def test_soundfont_without_fluidsynth_is_one_clear_error(tmp_path, monkeypatch):
-    monkeypatch.setattr(render, "_fluidsynth_module", lambda: (None, "ImportError: no library"))
+    monkeypatch.setattr(audio, "_fluidsynth_module", lambda: (None, "ImportError: no library"))
     with pytest.raises(ValueError, match="FluidSynth is not available"):
-        render.write_wav(make_pm([(A4, 0, 1)]), tmp_path / "x.wav", soundfont="any.sf2")
-    assert render.write_wav(make_pm([(A4, 0, 1)]), tmp_path / "y.wav") == "builtin"
+        audio.write_wav(make_pm([(A4, 0, 1)]), tmp_path / "x.wav", soundfont="any.sf2")
+    assert audio.write_wav(make_pm([(A4, 0, 1)]), tmp_path / "y.wav") == "builtin"
 
 
 # -- PNG ------------------------------------------------------------------------------
@@ -144,14 +145,14 @@ def test_piano_roll_has_its_documented_size(tmp_path):
 
     pm = make_pm([(60, 0, 1), (72, 1, 3)], meter=(3, 4))
     add_track(pm, [(48, 0, 4)], program=32)
-    render.write_png(pm, tmp_path / "roll.png", title="roll.mid")
+    pianoroll.write_png(pm, tmp_path / "roll.png", title="roll.mid")
     img = matplotlib.image.imread(tmp_path / "roll.png")
     assert img.shape[:2] == (600, 1600)
     assert img[..., :3].std() > 0.05  # something is drawn
 
 
 def test_pitch_names():
-    assert [render.pitch_name(p) for p in (60, 61, 69, 21)] == ["C4", "C#4", "A4", "A0"]
+    assert [pianoroll.pitch_name(p) for p in (60, 61, 69, 21)] == ["C4", "C#4", "A4", "A0"]
 
 
 # -- MusicXML -------------------------------------------------------------------------
@@ -162,7 +163,7 @@ def test_musicxml_round_trip_keeps_notes_key_meter_and_tempo(tmp_path):
              (67, 2, 1 / 3), (69, 2 + 1 / 3, 1 / 3), (71, 2 + 2 / 3, 1 / 3),
              (73, 3, 0.25), (74, 3.25, 0.75), (69, 4, 2)]
     pm = make_pm(notes, tempo=90, meter=(3, 4), key="D major", program=73)
-    render.write_musicxml(pm, tmp_path / "s.musicxml", title="s")
+    score_out.write_musicxml(pm, tmp_path / "s.musicxml", title="s")
     score = music21.converter.parse(tmp_path / "s.musicxml")
     got = [(n.pitch.midi, float(n.offset_in_score), float(n.quarterLength)) for n in _notes(score)]
     want = [(p, float(s), float(d)) for p, s, d in notes]
@@ -182,7 +183,7 @@ def test_musicxml_has_one_part_per_track(tmp_path):
 
     pm = make_pm([(72, 0, 1), (74, 1, 1)])
     add_track(pm, [(48, 0, 2)], program=32)
-    render.write_musicxml(pm, tmp_path / "two.musicxml")
+    score_out.write_musicxml(pm, tmp_path / "two.musicxml")
     score = music21.converter.parse(tmp_path / "two.musicxml")
     parts = [sorted(n.pitch.midi for n in part.recurse().notes) for part in score.parts]
     assert sorted(parts) == [[48], [72, 74]]
@@ -270,7 +271,7 @@ def test_missing_soundfont_is_one_line(tmp_path, capsys):
 
 
 def test_soundfont_without_fluidsynth_says_so(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(render, "_fluidsynth_module", lambda: (None, "ImportError: no library"))
+    monkeypatch.setattr(audio, "_fluidsynth_module", lambda: (None, "ImportError: no library"))
     src = write_mid(tmp_path / "tune.mid")
     sf2 = tmp_path / "font.sf2"
     sf2.write_bytes(b"RIFF")
@@ -282,12 +283,12 @@ def test_soundfont_without_fluidsynth_says_so(tmp_path, capsys, monkeypatch):
 def test_other_soundfont_is_used(tmp_path, capsys):
     require_fluidsynth()
     src = write_mid(tmp_path / "tune.mid")
-    code, result, _ = run_cli([src, "--wav", "--soundfont", render.default_soundfont()], capsys)
+    code, result, _ = run_cli([src, "--wav", "--soundfont", audio.default_soundfont()], capsys)
     assert code == 0 and result["files"][0]["synth"] == "fluidsynth"
 
 
 def test_module_loads_no_heavy_libraries():
-    code = ("import sys, melody.render; "
+    code = ("import sys, melody.outputs.render; "
             "print(sorted(m for m in ('tensorflow', 'keras', 'matplotlib', 'music21') "
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

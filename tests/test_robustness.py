@@ -15,52 +15,20 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import mido
-import numpy as np
 import pytest
+from conftest import TOK, run, tiny_model, tune, write_songs
 
-from melody import data, fileio, midi_io
+from melody import data, fileio
 from melody.cli import main
-from melody.model import ModelConfig, build_model, save_model_folder
-from melody.notes import Melody
-from melody.tokenizer import Tokenizer
+from melody.data import scratch
+from melody.modelfolder import ModelFolder
 
-TOK = Tokenizer()
-PACKAGE = Path(data.__file__).parent
-
-
-def run(capsys, *argv):
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def tune(seed: int, n: int = 16) -> bytes:
-    pitches = np.random.default_rng(seed).integers(57, 77, n)
-    return midi_io.midi_bytes(Melody(pitches, np.arange(n) * 12, [12] * n))
-
-
-def tiny_model(folder: Path, vocab: int = TOK.vocab_size, config_vocab: int | None = None,
-               model=None) -> Path:
-    cfg = ModelConfig(vocab_size=vocab, embedding=8, units=16, layers=1)
-    config = ModelConfig(vocab_size=config_vocab or vocab, embedding=8, units=16, layers=1)
-    save_model_folder(folder, model or build_model(cfg), TOK, {"model": config.to_dict()})
-    return folder
+PACKAGE = Path(fileio.__file__).parent
 
 
 @pytest.fixture(scope="module")
 def songs(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("songs")
-    for i in range(6):
-        (folder / f"song{i}.mid").write_bytes(tune(i))
-    return folder
-
-
-@pytest.fixture(scope="module")
-def model_folder(tmp_path_factory) -> Path:
-    return tiny_model(tmp_path_factory.mktemp("model"))
+    return write_songs(tmp_path_factory.mktemp("songs"), 6)
 
 
 def snapshot(folder: Path) -> dict:
@@ -199,12 +167,12 @@ def test_ctrl_c_in_generate_is_one_line_and_no_partial_files(capsys, tmp_path, m
         assert leftovers(out) == []
         check_generated(out)
 
-    import melody.generate
+    import melody.modelfolder
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(melody.generate, "sample", interrupted)
+    monkeypatch.setattr(melody.modelfolder, "sample", interrupted)
     code, _, err = run(capsys, *args, "--out", tmp_path / "during-sampling")
     assert code == 130 and err == "melody generate: interrupted\n"
     assert not (tmp_path / "during-sampling").exists() or not any(
@@ -313,7 +281,7 @@ def test_prepare_whose_scratch_lists_hit_a_full_disk_keeps_the_previous_dataset(
     (collection / "new.mid").write_bytes(tune(99))
     before = dataset_files(out)
     capsys.readouterr()
-    append = data._Lines.append
+    append = scratch.Lines.append
     # 7 files listed; then 7 plans and 6 restored results; then 1 newly read result
     for budget in (0, 3, 7, 12, 20):
         calls = iter(range(10**6))
@@ -323,7 +291,7 @@ def test_prepare_whose_scratch_lists_hit_a_full_disk_keeps_the_previous_dataset(
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             return append(self, value)
 
-        monkeypatch.setattr(data._Lines, "append", filling)
+        monkeypatch.setattr(scratch.Lines, "append", filling)
         code, stdout, err = run(capsys, "prepare", collection, "--out", out, "--jobs", 1)
         monkeypatch.undo()
         assert (code, stdout, err.count("\n")) == (1, "", 1), err
@@ -391,7 +359,6 @@ def test_bad_model_folder_is_refused_by_generate_and_evaluate(kind, capsys, tmp_
 
 def test_models_load_only_in_keras_safe_mode(model_folder, monkeypatch):
     from melody.backend import keras
-    from melody.model import load_keras_model
 
     calls = []
     real = keras().saving.load_model
@@ -401,7 +368,7 @@ def test_models_load_only_in_keras_safe_mode(model_folder, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(keras().saving, "load_model", spy)
-    load_keras_model(model_folder)
+    ModelFolder(model_folder).keras_model()
     assert calls and all(c.get("safe_mode") is True for c in calls)
 
 
@@ -444,12 +411,14 @@ def _unguarded_writes(tree: ast.AST) -> list:
 
 def test_every_file_is_written_through_fileio():
     problems = {}
-    for module in sorted(PACKAGE.glob("*.py")):
+    modules = sorted(PACKAGE.rglob("*.py"))
+    assert len(modules) > 20  # the whole package, sub-packages included
+    for module in modules:
         if module.name == "fileio.py":
             continue
         bad = _unguarded_writes(ast.parse(module.read_text()))
         if bad:
-            problems[module.name] = bad
+            problems[str(module.relative_to(PACKAGE))] = bad
     assert problems == {}
 
 

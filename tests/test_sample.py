@@ -5,9 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from melody.model import ModelConfig, build_model, save_model_folder
+from melody.model import ModelConfig, build_model
+from melody.modelfolder import ModelFolder, save_model_folder
 from melody.notes import Key, Melody
-from melody.sample import NumpyGRU, SampleConfig, draw, key_prior, next_token_probs, sample
+from melody.sample import SampleConfig, draw, key_prior, next_token_probs, sample
 from melody.tokenizer import BAR, BOS, EOS, Tokenizer
 
 TOK = Tokenizer()
@@ -26,7 +27,7 @@ def tiny(request, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def gru(tiny):
-    return NumpyGRU.load(tiny[1])
+    return ModelFolder(tiny[1]).network
 
 
 def test_numpy_logits_equal_keras_for_a_whole_sequence(tiny, gru):
@@ -214,7 +215,7 @@ def test_key_forces_its_token_and_scale(tiny, key_name):
     folder = tiny[1]
     tok = Tokenizer.load(Path(folder) / "tokenizer.json")
     key = Key.parse(key_name)
-    melodies = [tok.decode(t) for t in sample(NumpyGRU.load(folder), tok,
+    melodies = [tok.decode(t) for t in sample(ModelFolder(folder).network, tok,
                                               SampleConfig(n=10, seed=0, key=key_name))]
     for m in melodies:
         assert m.key == key

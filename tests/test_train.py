@@ -1,7 +1,5 @@
 """train: tiny models, a few steps each; what a user relies on in the model folder."""
 
-import contextlib
-import io
 import json
 import os
 import shutil
@@ -12,53 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ROOT, TINY, folk_like_tune, make_dataset, run_cli, write_midi_tunes
 
 from melody.backend import usable_cores
-from melody.cli import main
-from melody.data import TokenData, load_dataset, write_manifest, write_split
-from melody.notes import Key, Melody
+from melody.data import load_dataset
 from melody.tokenizer import Tokenizer
-
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--units", "24", "--embedding", "8", "--layers", "1", "--seq-len", "32",
-        "--batch-size", "16"]
-
-
-def folk_like_tune(rng, bars: int | None = None) -> Melody:
-    """A tune of repeated motifs in a random major key."""
-    tonic = int(rng.integers(55, 67))
-    scale = [0, 2, 4, 5, 7, 9, 11, 12]
-    motifs = ([0, 2, 4, 2], [4, 5, 7, 0], [7, 4, 2, 0])
-    pitches, onsets, durations, t = [], [], [], 0
-    for bar in range(bars or int(rng.integers(4, 9))):
-        for step in motifs[bar % 3]:
-            pitches.append(tonic + scale[step])
-            onsets.append(t)
-            durations.append(12)
-            t += 12
-    return Melody(pitches, onsets, durations, key=Key(tonic % 12, "major"), time_signature=(4, 4))
-
-
-def make_dataset(folder: Path, pieces: int = 120, seed: int = 0) -> Path:
-    rng = np.random.default_rng(seed)
-    tok = Tokenizer()
-    encoded = [tok.encode(folk_like_tune(rng)) for _ in range(pieces)]
-    folder.mkdir(parents=True)
-    n_val = pieces // 10
-    write_split(folder, "train", TokenData.from_pieces(encoded[n_val:]))
-    write_split(folder, "val", TokenData.from_pieces(encoded[:n_val]))
-    tok.save(folder / "tokenizer.json")
-    write_manifest(folder, {"sources": ["synthetic"], "seed": seed})
-    return folder
-
-
-def run_cli(*argv) -> tuple[int, dict | None, str]:
-    """Run the CLI in this process: (exit code, JSON result, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in argv])
-    text = out.getvalue().strip()
-    return code, (json.loads(text.splitlines()[-1]) if code == 0 and text else None), err.getvalue()
 
 
 def spawn(*argv, cwd) -> subprocess.Popen:
@@ -140,14 +96,14 @@ def test_model_folder_contents(trained, dataset):
 
 
 def test_model_loads_in_safe_mode_and_scores_like_training(trained, dataset):
-    from melody.evaluate import ModelScorer
-    from melody.model import load_keras_model, load_tokenizer, read_config
+    from melody.modelfolder import ModelFolder
+    from melody.scoring import ModelScorer
 
     folder = trained[0]
-    model = load_keras_model(folder)
+    model = ModelFolder(folder).keras_model()
     assert [layer.name for layer in model.layers][1:] == ["embedding", "gru_0", "dropout_0", "logits"]
     assert getattr(model, "optimizer", None) is None  # the folder keeps the weights, not the optimizer
-    tok = load_tokenizer(folder, read_config(folder))
+    tok = ModelFolder(folder).tokenizer
     scores = ModelScorer(model, tok).score(load_dataset(dataset).split("val")).report()
     assert scores["bits_per_note"] == pytest.approx(trained[1]["val_bits_per_note"], rel=1e-4)
 
@@ -246,7 +202,8 @@ def test_resume_after_kill_mid_epoch(trained, dataset, tmp_path):
 
 # -- the input pipeline --------------------------------------------------------------------
 def test_windows_are_transposed_slices_of_the_stream():
-    from melody.train import TrainConfig, WindowSampler, transpose_tables
+    from melody.config import TrainConfig
+    from melody.training import WindowSampler, transpose_tables
 
     tok = Tokenizer()
     rng = np.random.default_rng(3)
@@ -302,8 +259,8 @@ def test_paths_for_other_keras_backends(dataset, tmp_path, monkeypatch):
     """What KERAS_BACKEND=torch runs instead of tf.data, tf.summary, tf.distribute and
     tf.function, exercised here under TensorFlow by naming another backend."""
     import melody.backend
-    from melody.evaluate import ModelScorer
-    from melody.model import load_keras_model
+    from melody.modelfolder import ModelFolder
+    from melody.scoring import ModelScorer
 
     monkeypatch.setattr(melody.backend, "backend_name", lambda: "torch")
     code, _, err = run_cli("train", "--data", dataset, "--out", tmp_path / "m", *TINY,
@@ -317,24 +274,9 @@ def test_paths_for_other_keras_backends(dataset, tmp_path, monkeypatch):
     logged = json.loads((tmp_path / "m" / "logs" / "scalars.jsonl").read_text())
     assert logged["step"] == 1 and logged["val/bits_per_note"] == result["val_bits_per_note"]
     monkeypatch.undo()  # the TensorFlow scorer agrees with the keras.ops one used in training
-    scores = ModelScorer(load_keras_model(tmp_path / "m"), load_dataset(dataset).tokenizer)
+    scores = ModelScorer(ModelFolder(tmp_path / "m").keras_model(), load_dataset(dataset).tokenizer)
     assert scores.score(load_dataset(dataset).split("val")).report()["bits_per_note"] == \
         pytest.approx(result["val_bits_per_note"], rel=1e-5)
-
-
-def write_midi_tunes(folder: Path, count: int) -> None:
-    import pretty_midi
-
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(7)
-    for i in range(count):
-        tune = folk_like_tune(rng, bars=3 + i)  # different lengths: never duplicates
-        pm = pretty_midi.PrettyMIDI(initial_tempo=120)
-        inst = pretty_midi.Instrument(program=0, name="melody")
-        for p, on, d in zip(tune.pitches, tune.onsets, tune.durations):
-            inst.notes.append(pretty_midi.Note(90, int(p), on / 24, (on + d) / 24))
-        pm.instruments.append(inst)
-        pm.write(str(folder / f"tune{i}.mid"))
 
 
 def test_music_folder_is_prepared_on_the_fly(tmp_path, monkeypatch):
@@ -398,8 +340,9 @@ def test_cpu_training_threads_run_ops_side_by_side_unless_the_user_chose(env, ex
 
 
 def test_an_epoch_of_a_small_collection_is_long_enough_to_learn_from(dataset, tmp_path):
+    from melody.config import TrainConfig
     from melody.model import ModelConfig
-    from melody.train import MIN_STEPS, Trainer, TrainConfig
+    from melody.training import MIN_STEPS, Trainer
 
     ds = load_dataset(dataset)
     model_cfg = ModelConfig(vocab_size=ds.tokenizer.vocab_size)

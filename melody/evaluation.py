@@ -1,0 +1,183 @@
+"""``evaluate``: how well a model predicts music, against an n-gram, and how its melodies compare.
+
+Every piece is scored from BOS (``melody.scoring``): bits per token, bits per
+note and pitch bits per note, for the model and for an interpolated
+Kneser-Ney n-gram trained on the model's own training split. Then
+``samples`` generated melodies are compared with the human ones
+(``melody.musicality``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+import tempfile
+from pathlib import Path
+
+from melody.config import EVALUATE_SAMPLES
+from melody.data import (
+    TokenData,
+    is_dataset,
+    load_dataset,
+    prepare,
+    resolve_data,
+    training_split,
+)
+from melody.errors import UsageError
+from melody.modelfolder import ModelFolder
+from melody.scoring import ModelScorer, fit_baseline, score_ngram
+
+
+def evaluate(model=None, data=None, *, samples: int = EVALUATE_SAMPLES, seed: int = 0,
+             png=None) -> dict:
+    """Score ``model`` (a model folder; default: the shipped one) on ``data`` and
+    return the report (the ``--json`` of ``evaluate``).
+
+    ``data``: a prepared dataset (its validation split is scored) or music
+    files and folders (all of them); default: the model's own dataset, else
+    ``datasets/folk``. ``samples`` melodies (0: none) are generated and compared
+    with the human ones; ``png`` draws that comparison.
+    """
+    from melody.musicality import evaluate_report
+
+    _check_musicality_args(samples, png)
+    folder = ModelFolder(model)
+    data = [data] if isinstance(data, (str, Path)) else data
+    tokens, described = evaluation_data(data, folder)
+    if len(tokens) == 0:
+        raise UsageError(f"no pieces to evaluate in {described}")
+    model = folder.keras_model()
+    print(f"scoring {len(tokens)} pieces of {described}", file=sys.stderr)
+    totals = ModelScorer(model, folder.tokenizer).score(tokens)
+    result = {
+        "model": totals.report(),
+        "model_folder": str(folder.path),
+        "data": described,
+        "notes": totals.notes,
+        "tokens": totals.tokens,
+        "pieces": totals.pieces,
+    }
+    train, why_not = training_split(folder.config)
+    if train is None:
+        result["baseline"] = None
+        result["baseline_note"] = why_not
+    else:
+        lm, order, held_out = fit_baseline(train, folder.tokenizer.vocab_size)
+        result["baseline"] = dict(score_ngram(lm, order, tokens, folder.tokenizer).report(),
+                                  order=order)
+        result["baseline_held_out_bits_per_token"] = {str(k): v for k, v in held_out.items()}
+    result.update(evaluate_report(folder, tokens, samples=samples, seed=seed, png=png))
+    return result
+
+
+def _check_musicality_args(samples: int, png) -> None:
+    """Refuse, before any scoring, settings the musicality statistics cannot honour."""
+    if samples == 1:
+        raise UsageError("--samples must be 0 (skip) or at least 2 (melodies are compared as "
+                         "sets), got 1")
+    if png and not samples:
+        raise UsageError("--png draws the musicality statistics; it needs --samples of at "
+                         "least 2, got 0")
+
+
+# -- which tokens to score ---------------------------------------------------------------
+def evaluation_data(data_args, folder: ModelFolder) -> tuple[TokenData, str]:
+    """The token data to score and a description of it.
+
+    A prepared dataset gives its validation split; music files and folders are
+    read and tokenised, all of them.
+    """
+    from melody import corpus
+
+    if not data_args:
+        own = (folder.config.get("data") or {}).get("folder")
+        data_args = [own] if own and is_dataset(own) else [str(corpus.DATASET)]
+    data_args = [str(p) for p in data_args]
+    if len(data_args) == 1 and (is_dataset(data_args[0]) or Path(data_args[0]) == corpus.DATASET):
+        dataset = resolve_data(data_args[0])
+        _check_tokenizer(dataset.tokenizer, folder.tokenizer, dataset.folder)
+        return dataset.split("val"), f"{dataset.folder} (validation split)"
+    missing = [p for p in data_args if not Path(p).exists()]
+    if missing:
+        raise UsageError(f"--data must be a prepared dataset or music files/folders; "
+                         f"not found: {', '.join(missing)}")
+    return _tokenise_files(data_args, folder.tokenizer), ", ".join(data_args)
+
+
+def _tokenise_files(paths, tokenizer) -> TokenData:
+    with tempfile.TemporaryDirectory(prefix="melody-evaluate-") as tmp:
+        prepare(list(paths), Path(tmp) / "data", val_fraction=0.0)
+        dataset = load_dataset(Path(tmp) / "data")
+        _check_tokenizer(dataset.tokenizer, tokenizer, paths[0])
+        pieces = [p for split in ("train", "val") for p in dataset.split(split).pieces()]
+    return TokenData.from_pieces(pieces)
+
+
+def _check_tokenizer(found, expected, where) -> None:
+    if found != expected:
+        raise UsageError(f"{where}: tokenised with different settings than the model's tokenizer")
+
+
+# -- the summary -------------------------------------------------------------------------------
+def summary_text(result: dict) -> str:
+    rows = [("model", result["model"])]
+    if result["baseline"]:
+        rows.append((f"{result['baseline']['order']}-gram", result["baseline"]))
+    lines = [f"{result['pieces']} pieces, {result['notes']} notes of {result['data']}",
+             f"{'':10} {'bits/token':>10} {'bits/note':>10} {'pitch bits/note':>16}"]
+    for name, r in rows:
+        lines.append(f"{name:10} {r['bits_per_token']:10.3f} {r['bits_per_note']:10.3f} "
+                     f"{r['pitch_bits_per_note']:16.3f}")
+    if result["baseline"]:
+        ratio = result["model"]["bits_per_note"] / result["baseline"]["bits_per_note"]
+        lines.append(f"model / n-gram bits per note: {ratio:.3f}")
+    else:
+        lines.append(f"no n-gram baseline: {result['baseline_note']}")
+    return "\n".join(lines + musicality_summary(result))
+
+
+def musicality_summary(result: dict) -> list[str]:
+    """Feature overlaps and originality figures as two tables side by side."""
+    if "musicality_note" in result:
+        return [f"no musicality statistics: {result['musicality_note']}"]
+    if "musicality" not in result:
+        return []
+    sets = result["musicality_sets"]
+    left = [f"{'feature':<20}{'overlap':>8}{'KL':>7}"]
+    for name, s in result["musicality"].items():
+        left.append(f"{name:<20}{s['overlap']:8.3f}{s['kl']:7.3f}")
+    right = originality_table(result.get("originality"))
+    width = max(len(line) for line in left)
+    rows = [f"{a:<{width}}   {b}".rstrip()
+            for a, b in itertools.zip_longest(left, right, fillvalue="")]
+    lines = ["", f"{sets['generated']} generated melodies against {sets['human']} human ones: "
+                 "overlap 1 and KL 0 mean alike", *rows]
+    if "originality" in result:
+        lines.append("originality: notes in a row also found in the training set "
+                     f"({result['originality']['index']})")
+    else:
+        lines.append(f"no originality check: {result['originality_note']}")
+    if "png" in result:
+        lines.append(f"drawn: {result['png']}")
+    return lines
+
+
+def originality_table(report: dict | None) -> list[str]:
+    if not report:
+        return []
+    share = f"share_{report['ngram']}"
+    gen, human = report["generated"], report["human"]
+
+    def fmt(value, spec):
+        return "-" if value is None else format(value, spec)
+
+    rows = [("longest run, median", "longest_run", "median", ".1f"),
+            ("longest run, p95", "longest_run", "p95", ".1f"),
+            (f"{report['ngram']}-note share, mean", share, "mean", ".3f"),
+            (f"{report['ngram']}-note share, p95", share, "p95", ".3f")]
+    lines = [f"{'originality':<22}{'generated':>10}{'human':>8}"]
+    for label, key, stat, spec in rows:
+        lines.append(f"{label:<22}{fmt(gen[key][stat], spec):>10}{fmt(human[key][stat], spec):>8}")
+    lines.append(f"{'flagged (> human p95)':<22}{fmt(gen['flagged'], '.1%'):>10}"
+                 f"{fmt(human['flagged'], '.1%'):>8}")
+    return lines

@@ -1,0 +1,98 @@
+"""The GRU in NumPy, one token at a time for a whole batch, its state carried.
+
+The same network as ``melody.model.build_model`` (Keras), read from its weights
+(``melody.sample.weights``), so generation never imports TensorFlow and a
+prefix is never run twice.
+
+Keras's GRU with ``reset_after=False`` is the textbook cell: update gate
+z = σ(W_z x + U_z h + b_z), reset gate r = σ(W_r x + U_r h + b_r), candidate
+ĥ = tanh(W_h x + U_h (r ⊙ h) + b_h), new state h' = z ⊙ h + (1 − z) ⊙ ĥ
+(Keras's z is the textbook's 1 − z). ``reset_after=True``, the variant cuDNN
+runs, applies r after U_h: ĥ = tanh(W_h x + b_h + r ⊙ (U_h h + b'_h)), with a
+second bias on the recurrent side.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class GRULayer:
+    """One Keras GRU cell's weights; gate order is update, reset, candidate."""
+
+    kernel: np.ndarray  # [inputs, 3 units]
+    recurrent: np.ndarray  # [units, 3 units]
+    bias: np.ndarray  # [3 units], the input bias
+    recurrent_bias: np.ndarray | None  # [3 units]; only with reset_after
+    reset_after: bool
+
+    @property
+    def units(self) -> int:
+        return self.recurrent.shape[0]
+
+    def step(self, x_proj: np.ndarray, h: np.ndarray) -> np.ndarray:
+        """New state from the projected input ``x @ kernel + bias`` and state ``h``."""
+        u = self.units
+        if self.reset_after:
+            hr = h @ self.recurrent + self.recurrent_bias
+            z = _sigmoid(x_proj[:, :u] + hr[:, :u])
+            r = _sigmoid(x_proj[:, u:2 * u] + hr[:, u:2 * u])
+            candidate = np.tanh(x_proj[:, 2 * u:] + r * hr[:, 2 * u:])
+        else:
+            hr = h @ self.recurrent[:, :2 * u]
+            z = _sigmoid(x_proj[:, :u] + hr[:, :u])
+            r = _sigmoid(x_proj[:, u:2 * u] + hr[:, u:])
+            candidate = np.tanh(x_proj[:, 2 * u:] + (r * h) @ self.recurrent[:, 2 * u:])
+        return z * h + (1.0 - z) * candidate
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))  # no overflow warnings for large |x|
+
+
+class NumpyGRU:
+    """embedding -> GRU layers -> logits, one step at a time, in NumPy.
+
+    Args:
+        embedding: [vocab, embedding] table.
+        layers: the GRU layers, first to last.
+        logits_kernel, logits_bias: the output Dense layer.
+    """
+
+    def __init__(self, embedding, layers, logits_kernel, logits_bias):
+        self.layers = list(layers)
+        self.logits_kernel = logits_kernel
+        self.logits_bias = logits_bias
+        first = self.layers[0]
+        # The first layer's input projection depends only on the token: a lookup.
+        self.input_table = embedding @ first.kernel + first.bias
+
+    @property
+    def vocab_size(self) -> int:
+        return self.logits_bias.shape[0]
+
+    def initial_state(self, batch: int) -> list[np.ndarray]:
+        return [np.zeros((batch, layer.units), np.float32) for layer in self.layers]
+
+    def step(self, tokens, state):
+        """Logits [batch, vocab] for the next token after ``tokens`` [batch], and the new state."""
+        x_proj = self.input_table[np.asarray(tokens, dtype=np.int64)]
+        new_state = []
+        for i, (layer, h) in enumerate(zip(self.layers, state)):
+            if i:
+                x_proj = new_state[-1] @ layer.kernel + layer.bias
+            new_state.append(layer.step(x_proj, h))
+        return new_state[-1] @ self.logits_kernel + self.logits_bias, new_state
+
+    def run(self, tokens, state=None):
+        """Feed [batch, time] tokens step by step: logits [batch, time, vocab] and the state."""
+        tokens = np.asarray(tokens)
+        state = state if state is not None else self.initial_state(tokens.shape[0])
+        out = []
+        for t in range(tokens.shape[1]):
+            logits, state = self.step(tokens[:, t], state)
+            out.append(logits)
+        return np.stack(out, axis=1), state

@@ -1,0 +1,86 @@
+"""The NumPy network's weights, read from the ``model.weights.h5`` inside ``model.keras``.
+
+Keras stores a functional model's weights under ``layers/<class in snake
+case>[_<n>]`` in the order of the architecture's layer list, so the
+architecture names which group belongs to which of our layers. Every array is
+checked against the shapes the network needs, so a damaged file is one
+``ModelFolderError``, never a failure halfway through sampling.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+
+import numpy as np
+
+from melody.errors import ModelFolderError
+from melody.sample.network import GRULayer, NumpyGRU
+
+
+def _snake_case(name: str) -> str:
+    """Keras's ``naming.to_snake_case``: how the weights file names each layer."""
+    name = re.sub(r"\W+", "", name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def read_network(path, layers: list, weights: bytes) -> NumpyGRU:
+    """The NumpyGRU of ``layers`` (the architecture's layer list, already
+    checked) and ``weights`` (the bytes of ``model.weights.h5``); ``path``
+    names the file in errors."""
+    import h5py
+
+    groups, by_name, used = {}, {}, {}
+    for layer in layers:
+        base = _snake_case(layer["class_name"])
+        used[base] = used.get(base, -1) + 1
+        groups[layer["name"]] = base if used[base] == 0 else f"{base}_{used[base]}"
+        by_name[layer["name"]] = layer
+    try:
+        with h5py.File(io.BytesIO(weights), "r") as h5:
+            def variables(name, sub="vars"):
+                if name not in groups:
+                    raise ModelFolderError(f"{path}: no layer named {name!r}; not a melody model")
+                group = h5["layers"][groups[name]][sub]
+                return [np.asarray(group[str(i)], dtype=np.float32) for i in range(len(group))]
+
+            (embedding,) = variables("embedding")
+            grus = []
+            for i in range(len([n for n in by_name if re.fullmatch(r"gru_\d+", n)])):
+                reset_after = bool(by_name[f"gru_{i}"]["config"].get("reset_after", True))
+                kernel, recurrent, bias = variables(f"gru_{i}", "cell/vars")
+                rec_bias = bias[1] if reset_after else None
+                bias = bias[0] if reset_after else bias
+                grus.append(GRULayer(kernel, recurrent, bias, rec_bias, reset_after))
+            logits_kernel, logits_bias = variables("logits")
+    except (OSError, KeyError, ValueError, IndexError) as e:
+        raise ModelFolderError(f"{path}: weights unreadable ({type(e).__name__}: {e})")
+    if not grus:
+        raise ModelFolderError(f"{path}: no GRU layers named gru_0...; not a melody model")
+    _check_shapes(path, embedding, grus, logits_kernel, logits_bias)
+    return NumpyGRU(embedding, grus, logits_kernel, logits_bias)
+
+
+def _check_shapes(path, embedding, grus, logits_kernel, logits_bias) -> None:
+    """Every array the shape the next one needs: [vocab, embedding], [inputs, 3 units]..."""
+    vocab, width = embedding.shape if embedding.ndim == 2 else (None, None)
+    expected = []
+    for i, layer in enumerate(grus):
+        units = layer.recurrent.shape[0] if layer.recurrent.ndim == 2 else -1
+        expected += [(f"gru_{i} kernel", layer.kernel, (width, 3 * units)),
+                     (f"gru_{i} recurrent kernel", layer.recurrent, (units, 3 * units)),
+                     (f"gru_{i} bias", layer.bias, (3 * units,))]
+        if layer.reset_after:
+            expected.append((f"gru_{i} recurrent bias", layer.recurrent_bias, (3 * units,)))
+        width = units
+    expected += [("logits kernel", logits_kernel, (width, vocab)), ("logits bias", logits_bias, (vocab,))]
+    if vocab is None:
+        raise ModelFolderError(f"{path}: embedding weights have shape {embedding.shape}, "
+                               "expected [vocabulary, embedding]")
+    for what, array, shape in expected:
+        if array.shape != shape:
+            raise ModelFolderError(f"{path}: {what} has shape {list(array.shape)}, "
+                                   f"expected {list(shape)}")
+        if not np.isfinite(array).all():
+            raise ModelFolderError(f"{path}: {what} holds NaN or infinite values")

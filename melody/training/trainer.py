@@ -1,0 +1,348 @@
+"""One training run: epochs of ``fit``, a validation score after each, saving as it goes.
+
+Training windows of ``seq_len + 1`` tokens start at random places in the
+memory-mapped train split and are transposed by a random interval (the
+validation split keeps its keys). Each epoch ends with a score of the full
+validation pieces in bits per note; the best weights are kept, the learning
+rate is cut on a plateau, and training stops after ``patience`` epochs without
+improvement.
+
+Every epoch leaves a checkpoint (weights and optimizer state) in
+``MODEL/checkpoints`` so ``--resume`` loses at most one epoch, even after a
+kill. The first Ctrl-C stops at the end of the current batch and saves; the
+second aborts.
+
+Under ``KERAS_BACKEND=torch`` (no TensorFlow installed) the same run feeds
+``fit`` from a plain generator, logs scalars to ``MODEL/logs/scalars.jsonl``
+and allows only ``--strategy default``; the model folder is the same.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from melody.config import ModelConfig, TrainConfig
+from melody.data import Dataset
+from melody.errors import UsageError
+from melody.model import build_model
+from melody.modelfolder import MODEL_FILE, ModelFolder, save_model_folder
+from melody.training.checkpoints import load_checkpoint, save_checkpoint
+from melody.training.logs import scalar_log
+from melody.training.windows import WindowSampler, transpose_tables
+
+MIN_STEPS = 50  # batches per epoch at the least, unless --steps-per-epoch says otherwise
+ARCHITECTURE_FLAGS = {"units": "--units", "layers": "--layers", "embedding": "--embedding",
+                      "dropout": "--dropout", "reset_after": "--reset-after"}
+
+
+class StopRequest:
+    """The first SIGINT asks for a stop at the end of the current batch; the second aborts."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nstopping after this batch and saving (Ctrl-C again to abort)",
+              file=sys.stderr, flush=True)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def _stop_callback(stop: StopRequest):
+    from melody.backend import keras
+
+    class StopAtBatchEnd(keras().callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if stop.requested:
+                self.model.stop_training = True
+
+        def on_epoch_end(self, epoch, logs=None):
+            # fit runs one epoch per call (validation and saving happen between
+            # calls); epochs= is the run's total so the progress bar counts right.
+            self.model.stop_training = True
+
+    return StopAtBatchEnd()
+
+
+def compiled_model(model_cfg: ModelConfig, train_cfg: TrainConfig):
+    from melody.backend import keras
+
+    k = keras()
+    model = build_model(model_cfg)
+    model.compile(
+        optimizer=k.optimizers.Adam(train_cfg.learning_rate, clipnorm=train_cfg.clipnorm),
+        loss=k.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    return model
+
+
+def inference_copy(model_cfg: ModelConfig, weights):
+    """An uncompiled model with ``weights``: what the model folder stores (no optimizer)."""
+    model = build_model(model_cfg)
+    model.set_weights(weights)
+    return model
+
+
+@dataclass
+class Progress:
+    """What survives a stop: the state JSON of a checkpoint."""
+
+    epoch: int = 0  # epochs completed
+    best: float | None = None  # best val bits per note
+    best_epoch: int = 0
+    wait: int = 0  # epochs since the best
+    learning_rate: float = 2e-3
+    history: list = dataclasses.field(default_factory=list)
+    train_seconds: float = 0.0
+    train_tokens: int = 0
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Progress":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+class Trainer:
+    """One training run into one model folder."""
+
+    def __init__(self, dataset: Dataset, out: Path, model_cfg: ModelConfig, train_cfg: TrainConfig):
+        self.dataset = dataset
+        self.out = out
+        self.model_cfg = model_cfg
+        self.cfg = train_cfg
+        self.tokenizer = dataset.tokenizer
+        self.train_data = dataset.split("train")
+        self.val_data = dataset.split("val")
+        if len(self.val_data) == 0:
+            raise UsageError(f"dataset {dataset.folder} has no validation pieces; "
+                             "prepare it with a larger --val-fraction")
+        self.seq_len = min(train_cfg.seq_len, len(self.train_data.tokens) - 1)
+        if self.seq_len < 2:
+            raise UsageError(f"dataset {dataset.folder} has too few training tokens "
+                             f"({len(self.train_data.tokens)})")
+        # An epoch is one pass over the training tokens, but at least MIN_STEPS
+        # batches: a small collection (a few hundred tunes is one pass in a few
+        # batches) would otherwise stop far short of what it can learn. Random
+        # windows and transposition keep the repeats varied; early stopping
+        # keeps the best weights.
+        self.steps = train_cfg.steps_per_epoch or max(
+            MIN_STEPS, -(-len(self.train_data.tokens) // (train_cfg.batch_size * self.seq_len))
+        )
+        self.sampler = WindowSampler(self.train_data.tokens, self.seq_len, train_cfg.batch_size,
+                                     transpose_tables(self.tokenizer, train_cfg))
+        self.progress = Progress(learning_rate=train_cfg.learning_rate)
+        self.best_weights = None
+        self.replicas = 1
+        self.originality_saved = False
+
+    # -- setup ----------------------------------------------------------------
+    def start(self, strategy):
+        from melody.backend import keras
+
+        self.replicas = strategy.num_replicas_in_sync
+        keras().utils.set_random_seed(self.cfg.seed)
+        with strategy.scope():
+            self.model = compiled_model(self.model_cfg, self.cfg)
+
+    def resume(self, strategy):
+        self.replicas = strategy.num_replicas_in_sync
+        with strategy.scope():
+            self.model, state = load_checkpoint(self.out)
+        self.progress = Progress.from_dict(state["progress"])
+        check_same_architecture(state["model"], self.model_cfg)
+        if state.get("data", {}).get("digest") != self.dataset.digest:
+            print(f"warning: {self.dataset.folder} changed since this run started", file=sys.stderr)
+        # New flags win over the saved ones, except the learning rate, which
+        # the plateau schedule has been lowering.
+        self.model.optimizer.learning_rate = self.progress.learning_rate
+        if (self.out / MODEL_FILE).exists() and self.progress.best is not None:
+            self.best_weights = ModelFolder(self.out).keras_model().get_weights()
+
+    # -- one epoch --------------------------------------------------------------
+    def fit_epoch(self, epoch: int, callbacks) -> float:
+        """Train one epoch (or until a stop request); returns the mean training loss."""
+        verbose = 1 if sys.stderr.isatty() else 2
+        started = time.perf_counter()
+        with contextlib.redirect_stdout(sys.stderr):  # Keras prints progress to stdout
+            history = self.model.fit(
+                self.sampler.dataset(seed=(self.cfg.seed, epoch)),
+                initial_epoch=epoch,
+                epochs=self.cfg.epochs,
+                shuffle=False,
+                steps_per_epoch=self.steps,
+                callbacks=callbacks,
+                verbose=verbose,
+            )
+        self.progress.train_seconds += time.perf_counter() - started
+        losses = history.history.get("loss") or [float("nan")]
+        return float(losses[-1])
+
+    def validate(self, scorer) -> dict:
+        return scorer.score(self.val_data).report()
+
+    def end_epoch(self, scores: dict, lr: float) -> None:
+        p = self.progress
+        p.epoch += 1
+        improved = p.best is None or scores["bits_per_note"] < p.best
+        if improved:
+            p.best, p.best_epoch, p.wait = scores["bits_per_note"], p.epoch, 0
+            self.best_weights = self.model.get_weights()
+        else:
+            p.wait += 1
+            p.learning_rate = lr * self.cfg.plateau_factor
+            self.model.optimizer.learning_rate = p.learning_rate
+        p.history.append({
+            "epoch": p.epoch,
+            "val_bits_per_note": scores["bits_per_note"],
+            "val_bits_per_token": scores["bits_per_token"],
+            "val_pitch_bits_per_note": scores["pitch_bits_per_note"],
+            "learning_rate": lr,
+            "tokens_per_second": self.tokens_per_second,
+        })
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.progress.train_tokens / max(self.progress.train_seconds, 1e-9)
+
+    # -- saving -------------------------------------------------------------------
+    def state(self) -> dict:
+        return {
+            "epoch": self.progress.epoch,
+            "progress": self.progress.to_dict(),
+            "model": self.model_cfg.to_dict(),
+            "data": {"folder": str(self.dataset.folder), "digest": self.dataset.digest},
+        }
+
+    def key_prior(self) -> dict:
+        """Share of each KEY token among the training pieces (generate samples keys from it)."""
+        firsts = np.asarray(self.train_data.tokens[self.train_data.offsets[:-1] + 1], dtype=np.int64)
+        names, counts = np.unique(firsts, return_counts=True)
+        return {self.tokenizer.names[int(k)]: round(float(c) / len(firsts), 6)
+                for k, c in zip(names, counts) if self.tokenizer.names[int(k)].startswith("KEY_")}
+
+    def folder_config(self) -> dict:
+        from melody.backend import backend_name
+
+        p = self.progress
+        best = next((h for h in p.history if h["epoch"] == p.best_epoch), None)
+        metrics = {
+            "val_bits_per_note": best and best["val_bits_per_note"],
+            "val_bits_per_token": best and best["val_bits_per_token"],
+            "val_pitch_bits_per_note": best and best["val_pitch_bits_per_note"],
+            "best_epoch": p.best_epoch,
+            "epochs": p.epoch,
+            "tokens_per_second": self.tokens_per_second,
+            "train_seconds": p.train_seconds,
+        }
+        train = self.cfg.to_dict()
+        train["backend"] = backend_name()
+        train["seq_len"] = self.seq_len
+        train["steps_per_epoch"] = self.steps
+        return {
+            "model": self.model_cfg.to_dict(),
+            "train": train,
+            "data": {"folder": str(self.dataset.folder), "digest": self.dataset.digest},
+            "history": p.history,
+            "metrics": metrics,
+            "key_prior": self.key_prior(),
+        }
+
+    def save(self, stopped: bool = False) -> None:
+        save_checkpoint(self.out, self.model, self.state(), stopped=stopped)
+        weights = self.best_weights if self.best_weights is not None else self.model.get_weights()
+        save_model_folder(self.out, inference_copy(self.model_cfg, weights), self.tokenizer,
+                          self.folder_config())
+        self.save_originality()
+
+    def save_originality(self) -> None:
+        """``originality.npz``, for ``generate --check-originality``: the training melodies'
+        runs of notes, with thresholds from the validation melodies.
+
+        The splits do not change during a run, so the first save writes it (about
+        1 s for the folk corpus) and later saves leave it.
+        """
+        from melody.musicality.originality import (
+            ORIGINALITY_FILE,
+            build_originality_file,
+        )
+
+        if self.originality_saved:
+            return
+        decode = self.tokenizer.decode
+        # generators: each melody is decoded, indexed and dropped, never all held at once
+        build_originality_file((decode(p) for p in self.train_data.pieces()),
+                               (decode(p) for p in self.val_data.pieces()),
+                               self.out / ORIGINALITY_FILE)
+        self.originality_saved = True
+
+    # -- the loop -----------------------------------------------------------------
+    def run(self, stop: StopRequest) -> str:
+        """Train until done; returns why it ended ("done", "early stop" or "stopped")."""
+        from melody.backend import keras
+        from melody.scoring import ModelScorer
+
+        k = keras()
+        callbacks = [_stop_callback(stop)]
+        board = scalar_log(self.out / "logs")
+        scorer = ModelScorer(self.model, self.tokenizer)
+        while self.progress.epoch < self.cfg.epochs:
+            if self.progress.wait >= self.cfg.patience:
+                return "early stop"
+            if stop.requested:  # Ctrl-C came while validating or saving
+                self.save(stopped=True)
+                return "stopped"
+            epoch = self.progress.epoch
+            lr = float(f"{float(k.ops.convert_to_numpy(self.model.optimizer.learning_rate)):.6g}")
+            steps_before = int(self.model.optimizer.iterations.numpy())
+            loss = self.fit_epoch(epoch, callbacks)
+            steps_done = int(self.model.optimizer.iterations.numpy()) - steps_before
+            self.progress.train_tokens += steps_done * self.cfg.batch_size * self.seq_len
+            if stop.requested:
+                self.save(stopped=True)
+                return "stopped"
+            scores = self.validate(scorer)
+            self.end_epoch(scores, lr)
+            board.write(self.progress.epoch, {
+                "train/loss_nats_per_token": loss, "train/learning_rate": lr,
+                **{f"val/{name}": value for name, value in scores.items()},
+            })
+            self.save()
+            print(f"epoch {self.progress.epoch}: val bits/note {scores['bits_per_note']:.4f} "
+                  f"(best {self.progress.best:.4f}) | bits/token {scores['bits_per_token']:.4f} "
+                  f"| lr {lr:.2g} | {self.tokens_per_second:,.0f} tokens/s",
+                  file=sys.stderr, flush=True)
+        return "early stop" if self.progress.wait >= self.cfg.patience else "done"
+
+
+def check_same_architecture(saved: dict, model_cfg: ModelConfig) -> None:
+    given = model_cfg.to_dict()
+    diffs = [f"{flag} {str(saved[k]).lower() if k == 'reset_after' else saved[k]}"
+             for k, flag in ARCHITECTURE_FLAGS.items() if saved.get(k) != given[k]]
+    if saved.get("vocab_size") != given["vocab_size"]:
+        raise UsageError("--resume: the dataset's vocabulary differs from the saved model's")
+    if diffs:
+        raise UsageError("--resume: the saved model was trained with different architecture "
+                         f"flags; resume with {' '.join(diffs)}")

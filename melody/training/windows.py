@@ -1,0 +1,60 @@
+"""The input pipeline: random, randomly transposed windows of the training tokens."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from melody.config import TrainConfig
+
+
+class WindowSampler:
+    """Random windows of ``seq_len + 1`` tokens from a token array, randomly transposed.
+
+    Each batch is gathered with one fancy index into the memory-mapped array,
+    so the collection is never loaded as Python objects.
+
+    >>> tables = np.arange(6, dtype=np.int32)[None]
+    >>> x, y = next(WindowSampler(np.arange(6), 3, 2, tables).batches(seed=0))
+    >>> x.shape, bool((x[:, 1:] == y[:, :-1]).all())
+    ((2, 3), True)
+    """
+
+    def __init__(self, tokens: np.ndarray, seq_len: int, batch_size: int, tables: np.ndarray):
+        if len(tokens) < seq_len + 1:
+            raise ValueError(f"need at least {seq_len + 1} tokens, got {len(tokens)}")
+        self.tokens = tokens
+        self.seq_len = seq_len
+        self.batch_size = batch_size
+        self.tables = tables
+
+    def batches(self, seed):
+        """Endless (inputs, targets) int32 batches of shape [batch, seq_len]."""
+        rng = np.random.default_rng(seed)
+        span = np.arange(self.seq_len + 1)
+        last_start = len(self.tokens) - self.seq_len - 1
+        while True:
+            starts = rng.integers(0, last_start + 1, size=self.batch_size)
+            windows = np.asarray(self.tokens[starts[:, None] + span], dtype=np.int32)
+            shifts = rng.integers(0, len(self.tables), size=self.batch_size)
+            windows = self.tables[shifts[:, None], windows]
+            yield windows[:, :-1], windows[:, 1:]
+
+    def dataset(self, seed):
+        """What ``fit`` reads: a prefetching tf.data pipeline under TensorFlow,
+        the plain generator under other Keras backends."""
+        from melody.backend import backend_name, tensorflow
+
+        if backend_name() != "tensorflow":
+            return self.batches(seed)
+        tf = tensorflow()
+        spec = tf.TensorSpec((self.batch_size, self.seq_len), tf.int32)
+        ds = tf.data.Dataset.from_generator(
+            lambda: self.batches(seed), output_signature=(spec, spec)
+        )
+        return ds.prefetch(4)
+
+
+def transpose_tables(tokenizer, cfg: TrainConfig) -> np.ndarray:
+    return np.stack([
+        tokenizer.transpose_table(s) for s in range(cfg.transpose_low, cfg.transpose_high + 1)
+    ])

@@ -1,0 +1,126 @@
+"""Helpers the test modules share: tiny MIDI files, datasets and model folders built in code,
+and the command line run in this process."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # midi_factory, for every test module
+
+from melody.cli import main  # noqa: E402
+from melody.data import TokenData, write_manifest, write_split  # noqa: E402
+from melody.model import ModelConfig, build_model  # noqa: E402
+from melody.modelfolder import save_model_folder  # noqa: E402
+from melody.notes import Key, Melody  # noqa: E402
+from melody.outputs.midi import midi_bytes  # noqa: E402
+from melody.tokenizer import Tokenizer  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TOK = Tokenizer()
+# train flags for a model that trains in seconds
+TINY = ["--units", "24", "--embedding", "8", "--layers", "1", "--seq-len", "32",
+        "--batch-size", "16"]
+
+
+# -- music ---------------------------------------------------------------------------
+def tune(seed: int, n: int = 16) -> bytes:
+    """A random one-track MIDI file of ``n`` quarter notes."""
+    pitches = np.random.default_rng(seed).integers(57, 77, n)
+    return midi_bytes(Melody(pitches, np.arange(n) * 12, [12] * n))
+
+
+def write_songs(folder: Path, count: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        (folder / f"song{i}.mid").write_bytes(tune(i))
+    return folder
+
+
+def folk_like_tune(rng, bars: int | None = None) -> Melody:
+    """A tune of repeated motifs in a random major key."""
+    tonic = int(rng.integers(55, 67))
+    scale = [0, 2, 4, 5, 7, 9, 11, 12]
+    motifs = ([0, 2, 4, 2], [4, 5, 7, 0], [7, 4, 2, 0])
+    pitches, onsets, durations, t = [], [], [], 0
+    for bar in range(bars or int(rng.integers(4, 9))):
+        for step in motifs[bar % 3]:
+            pitches.append(tonic + scale[step])
+            onsets.append(t)
+            durations.append(12)
+            t += 12
+    return Melody(pitches, onsets, durations, key=Key(tonic % 12, "major"), time_signature=(4, 4))
+
+
+def write_midi_tunes(folder: Path, count: int) -> None:
+    """``count`` folk-like tunes as MIDI files, each a different length (never duplicates)."""
+    import pretty_midi
+
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(7)
+    for i in range(count):
+        melody = folk_like_tune(rng, bars=3 + i)
+        pm = pretty_midi.PrettyMIDI(initial_tempo=120)
+        inst = pretty_midi.Instrument(program=0, name="melody")
+        for p, on, d in zip(melody.pitches, melody.onsets, melody.durations):
+            inst.notes.append(pretty_midi.Note(90, int(p), on / 24, (on + d) / 24))
+        pm.instruments.append(inst)
+        pm.write(str(folder / f"tune{i}.mid"))
+
+
+# -- datasets and models ----------------------------------------------------------------
+def make_dataset(folder: Path, pieces: int = 120, seed: int = 0) -> Path:
+    """A prepared dataset of folk-like tunes, a tenth of them for validation."""
+    rng = np.random.default_rng(seed)
+    encoded = [TOK.encode(folk_like_tune(rng)) for _ in range(pieces)]
+    folder.mkdir(parents=True)
+    n_val = pieces // 10
+    write_split(folder, "train", TokenData.from_pieces(encoded[n_val:]))
+    write_split(folder, "val", TokenData.from_pieces(encoded[:n_val]))
+    TOK.save(folder / "tokenizer.json")
+    write_manifest(folder, {"sources": ["synthetic"], "seed": seed})
+    return folder
+
+
+def tiny_model(folder: Path, vocab: int = TOK.vocab_size, config_vocab: int | None = None,
+               model=None, **settings) -> Path:
+    """An untrained model folder (1 layer of 16 units unless ``settings`` say otherwise);
+    ``config_vocab`` writes another vocabulary size into config.json than the model has."""
+    settings = dict(dict(embedding=8, units=16, layers=1), **settings)
+    cfg = ModelConfig(vocab_size=vocab, **settings)
+    config = ModelConfig(vocab_size=config_vocab or vocab, **settings)
+    save_model_folder(folder, model or build_model(cfg), TOK, {"model": config.to_dict()})
+    return folder
+
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory) -> Path:
+    """A tiny untrained model folder."""
+    return tiny_model(tmp_path_factory.mktemp("model"))
+
+
+# -- the command line ------------------------------------------------------------------
+def run(capsys, *argv):
+    """main(argv) as the console script runs it: (exit code, stdout, stderr)."""
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def run_cli(*argv) -> tuple[int, dict | None, str]:
+    """Run the CLI in this process: (exit code, JSON result, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in argv])
+    text = out.getvalue().strip()
+    return code, (json.loads(text.splitlines()[-1]) if code == 0 and text else None), err.getvalue()
+
