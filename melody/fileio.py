@@ -38,8 +38,12 @@ def _umask() -> int:
 def atomic_open(path, mode: str = "wb", **kwargs):
     """Yield a file open for writing that becomes ``path`` only once written whole.
 
-    >>> with atomic_open(folder / "a.bin") as f:  # doctest: +SKIP
-    ...     f.write(b"...")
+    >>> import pathlib, tempfile
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> with atomic_open(folder / "a.bin") as f:
+    ...     _ = f.write(b"whole")
+    >>> [p.name for p in folder.iterdir()], (folder / "a.bin").read_bytes()
+    (['a.bin'], b'whole')
     """
     with atomic_path(path) as tmp:
         with open(tmp, mode, **kwargs) as f:

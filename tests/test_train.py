@@ -156,6 +156,16 @@ def test_damaged_checkpoint_is_set_aside(trained, dataset, tmp_path):
     assert "epoch 3: val bits/note" in err and result["epochs"] == 3
 
 
+@pytest.mark.parametrize("damage", [b"PK\x03\x04 not a zip", b""], ids=["junk", "empty"])
+def test_resume_with_a_damaged_model_file_is_one_line(trained, dataset, tmp_path, damage):
+    folder = copy_run(trained, tmp_path)
+    (folder / "model.keras").write_bytes(damage)
+    code, result, err = run_cli("train", "--data", dataset, "--out", folder, *TINY,
+                                "--epochs", 4, "--steps-per-epoch", 5, "--resume")
+    assert code == 2 and err.count("\n") == 1, err
+    assert str(folder / "model.keras") in err and "Traceback" not in err
+
+
 def resume_in_subprocess(folder: Path, dataset: Path, cwd: Path) -> subprocess.Popen:
     """Resume a copy of the trained run with endless epochs; return once epoch 4 is running."""
     proc = spawn(ROOT / "app.py", "train", "--data", dataset, "--out", folder, *TINY,

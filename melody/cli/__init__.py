@@ -25,6 +25,7 @@ from pathlib import Path  # noqa: E402
 
 from melody import __version__, corpus  # noqa: E402
 from melody.config import (  # noqa: E402
+    DATASETS,
     DEFAULT_NOTES,
     DEFAULT_PROGRAM,
     DEFAULT_TEMPO,
@@ -36,98 +37,17 @@ from melody.config import (  # noqa: E402
     SampleConfig,
     TrainConfig,
 )
+from melody.cli.flags import (  # noqa: E402
+    fraction,
+    key_name,
+    midi_pitch,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    probability,
+    program_number,
+)
 from melody.errors import RunError, UsageError  # noqa: E402
-
-
-# -- flag types: each error names the allowed values and what was given ------
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}")
-    if not 0 < value < float("inf"):  # also refuses nan
-        raise argparse.ArgumentTypeError(f"must be a finite number greater than 0, got {text}")
-    return value
-
-
-def fraction(text: str) -> float:
-    """A number in [0, 1)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}")
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be in range [0, 1), got {text}")
-    return value
-
-
-def probability(text: str) -> float:
-    """A number in (0, 1]."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}")
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in range (0, 1], got {text}")
-    return value
-
-
-def midi_pitch(text: str) -> int:
-    """A MIDI note number 0..127 or a name such as C4, F#3, Bb5 (C4 = 60)."""
-    try:
-        value = int(text)
-    except ValueError:
-        import re
-
-        m = re.fullmatch(r"([A-Ga-g])([#b]?)(-?\d)", text.strip())
-        if not m:
-            raise argparse.ArgumentTypeError(
-                f"must be a MIDI note 0..127 or a name such as C4 or F#3, got {text!r}"
-            )
-        base = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}[m[1].upper()]
-        value = base + {"": 0, "#": 1, "b": -1}[m[2]] + 12 * (int(m[3]) + 1)
-    if not 0 <= value <= 127:
-        raise argparse.ArgumentTypeError(f"must be in range 0..127, got {value}")
-    return value
-
-
-def key_name(text: str) -> str:
-    from melody.notes import Key
-
-    try:
-        return Key.parse(text).name
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e))
-
-
-def program_number(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a General MIDI program 0..127, got {text!r}")
-    if not 0 <= value <= 127:
-        raise argparse.ArgumentTypeError(f"must be in range 0..127, got {value}")
-    return value
 
 
 class _Parser(argparse.ArgumentParser):
@@ -180,8 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="files or folders (searched recursively) of .mid .midi .kar "
                         ".xml .musicxml .mxl .abc .krn; none: the built-in folk corpus")
     p.add_argument("--out", default=None,
-                   help="dataset folder (default: datasets/folk for the built-in corpus, "
-                        "else datasets/NAME of the first source)")
+                   help=f"dataset folder (default: {corpus.DATASET} for the built-in corpus, "
+                        f"else {DATASETS}/NAME of the first source)")
     p.add_argument("--jobs", type=positive_int, default=None,
                    help="parallel worker processes (default: all cores)")
     p.add_argument("--val-fraction", type=fraction, default=PrepareConfig.val_fraction,
