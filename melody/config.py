@@ -26,6 +26,8 @@ DEFAULT_TEMPO = 120.0  # BPM of generated melodies without --tempo or a primer
 DEFAULT_PROGRAM = 0  # General MIDI program (piano)
 DEFAULT_NOTES = 64  # length of a generated melody without --notes or --bars
 EVALUATE_SAMPLES = 100  # melodies generated for the musicality statistics
+SECTION_BARS = 4  # bars of each section of a form when no length is given
+MAX_SECTIONS = 16
 
 
 class _Config:
@@ -44,7 +46,13 @@ class _Config:
         unknown = set(data) - set(fields)
         if unknown:
             raise ValueError(f"unknown {cls._WHAT} settings: {', '.join(sorted(unknown))}")
+        data = dict(data)
         for name, value in data.items():
+            if str(fields[name].type) == "tuple[int, ...]":  # a JSON list of whole numbers
+                if not isinstance(value, (list, tuple)) or any(type(v) is not int for v in value):
+                    raise ValueError(f"{name} must be a list of whole numbers, got {value!r}")
+                data[name] = tuple(value)
+                continue
             allowed = [_TYPES[t.strip()] for t in str(fields[name].type).split("|")]
             if float in allowed:
                 allowed.append(int)  # 0 for 0.0
@@ -97,12 +105,23 @@ class ModelConfig(_Config):
     layers: int = 2
     dropout: float = 0.2
     reset_after: bool = True
+    # Form context (melody.context): the tokens 1, 2, 4 and 8 bars back, embedded
+    # in ``lookback_embedding`` dimensions each, and the place in the bar and in the
+    # phrase in ``position_embedding`` each. An empty ``lookback``: tokens alone.
+    lookback: tuple[int, ...] = (1, 2, 4, 8)
+    lookback_embedding: int = 32
+    position_embedding: int = 16
 
     def __post_init__(self):
-        for name in ("vocab_size", "embedding", "units", "layers"):
+        for name in ("vocab_size", "embedding", "units", "layers", "lookback_embedding",
+                     "position_embedding"):
             at_least(name, getattr(self, name), 1)
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in range [0, 1), got {self.dropout}")
+        if len(self.lookback) > 8 or len(set(self.lookback)) != len(self.lookback) or any(
+                not 1 <= k <= 64 for k in self.lookback):
+            raise ValueError(f"lookback must be at most 8 different distances of 1..64 bars, "
+                             f"got {list(self.lookback)}")
 
 
 @dataclass(frozen=True)
@@ -155,11 +174,16 @@ class SampleConfig(_Config):
     key_balance: float = 10.0
     lowest: int | None = None
     highest: int | None = None
+    # Sections such as "AABB": a repeated letter brings its section back; None: the
+    # model's own sense of form decides.
+    form: str | None = None
 
     def __post_init__(self):
         at_least("n", self.n, 1)
         if self.notes is not None and self.bars is not None:
             raise ValueError("give notes or bars, not both")
+        if self.form is not None:
+            self._check_form()
         for name in ("notes", "bars", "top_k"):
             value = getattr(self, name)
             if value is not None:
@@ -168,6 +192,24 @@ class SampleConfig(_Config):
             raise ValueError(f"temperature must be greater than 0, got {self.temperature}")
         if self.top_p is not None and not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in range (0, 1], got {self.top_p}")
+
+    def _check_form(self) -> None:
+        form = self.form
+        if not (form.isascii() and form.isalpha() and 1 <= len(form) <= MAX_SECTIONS):
+            raise ValueError(f"form must be 1 to {MAX_SECTIONS} section letters such as AABB, "
+                             f"got {form!r}")
+        if self.notes is not None:
+            raise ValueError("a form is made of bars: give bars, not notes")
+        if self.bars is None:  # a frozen dataclass: its default filled in once, here
+            object.__setattr__(self, "bars", SECTION_BARS * len(form))
+        if self.bars % len(form):
+            raise ValueError(f"bars must be shared evenly among the {len(form)} sections of form "
+                             f"{form}: give a multiple of {len(form)}, got {self.bars}")
+
+    @property
+    def sections(self) -> str | None:
+        """The form's section letters, upper case (None without a form)."""
+        return self.form.upper() if self.form else None
 
     @property
     def max_notes(self) -> int | None:

@@ -9,7 +9,6 @@ Kneser-Ney n-gram trained on the model's own training split. Then
 
 from __future__ import annotations
 
-import itertools
 import sys
 import tempfile
 from pathlib import Path
@@ -48,7 +47,7 @@ def evaluate(model=None, data=None, *, samples: int = EVALUATE_SAMPLES, seed: in
         raise UsageError(f"no pieces to evaluate in {described}")
     model = folder.keras_model()
     print(f"scoring {len(tokens)} pieces of {described}", file=sys.stderr)
-    totals = ModelScorer(model, folder.tokenizer).score(tokens)
+    totals = ModelScorer(model, folder.tokenizer, folder.model_config.lookback).score(tokens)
     result = {
         "model": totals.report(),
         "model_folder": str(folder.path),
@@ -137,21 +136,23 @@ def summary_text(result: dict) -> str:
 
 
 def musicality_summary(result: dict) -> list[str]:
-    """Feature overlaps and originality figures as two tables side by side."""
+    """The feature table (Yang-Lerch overlap and KL, the overlap of the values and,
+    for scalar features, both means) and then the originality figures."""
     if "musicality_note" in result:
         return [f"no musicality statistics: {result['musicality_note']}"]
     if "musicality" not in result:
         return []
     sets = result["musicality_sets"]
-    left = [f"{'feature':<20}{'overlap':>8}{'KL':>7}"]
+    rows = [f"{'feature':<24}{'overlap':>8}{'KL':>7}{'values':>8}{'generated':>11}{'human':>8}"]
     for name, s in result["musicality"].items():
-        left.append(f"{name:<20}{s['overlap']:8.3f}{s['kl']:7.3f}")
-    right = originality_table(result.get("originality"))
-    width = max(len(line) for line in left)
-    rows = [f"{a:<{width}}   {b}".rstrip()
-            for a, b in itertools.zip_longest(left, right, fillvalue="")]
-    lines = ["", f"{sets['generated']} generated melodies against {sets['human']} human ones: "
-                 "overlap 1 and KL 0 mean alike", *rows]
+        means = ""
+        if isinstance(s["generated_mean"], float):
+            means = f"{s['generated_mean']:11.3f}{s['human_mean']:8.3f}"
+        rows.append(f"{name:<24}{s['overlap']:8.3f}{s['kl']:7.3f}{s['value_overlap']:8.3f}{means}")
+    lines = ["", f"{sets['generated']} generated melodies against {sets['human']} human ones "
+                 "(overlap and values 1, KL 0: alike; values compares the feature's values "
+                 "themselves, the others their spread):", *rows, "",
+             *originality_table(result.get("originality"))]
     if "originality" in result:
         lines.append("originality: notes in a row also found in the training set "
                      f"({result['originality']['index']})")

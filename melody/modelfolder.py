@@ -51,7 +51,9 @@ MAX_JSON_BYTES = 16 * 2**20  # config.json, tokenizer.json
 # Members of model.keras, and how large each may unpack; checked before any is read.
 MAX_MEMBER_BYTES = {"metadata.json": 2**20, "config.json": 16 * 2**20,
                     "model.weights.h5": 2 * 2**30}
-KNOWN_LAYERS = ("InputLayer", "Embedding", "GRU", "Dropout", "Dense")
+KNOWN_LAYERS = ("InputLayer", "Embedding", "GRU", "Dropout", "Dense", "Reshape", "Concatenate")
+# The form context's layers (melody.model._context_inputs), as the NumPy sampler reads them.
+_GRU_INPUTS = ["embedding", "lookback_flat", "position_embedding", "bar_embedding"]
 _GRU_SETTINGS = {"activation": "tanh", "recurrent_activation": "sigmoid", "use_bias": True,
                  "go_backwards": False}
 
@@ -131,8 +133,10 @@ class ModelFolder:
         return config
 
     def _read_model_config(self) -> ModelConfig:
+        settings = dict(self.config["model"])
+        settings.setdefault("lookback", [])  # written before form context existed: tokens alone
         try:
-            return ModelConfig.from_dict(self.config["model"])
+            return ModelConfig.from_dict(settings)
         except (TypeError, ValueError) as e:
             raise ModelFolderError(f"{self.path / CONFIG_FILE}: bad model settings ({e})")
 
@@ -175,7 +179,7 @@ class ModelFolder:
                 weights = z.read("model.weights.h5")
         except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
             raise ModelFolderError(f"{path}: not a Keras 3 model file ({e})")
-        return read_network(path, self.layers, weights)
+        return read_network(path, self.layers, weights, self.model_config.lookback)
 
     def keras_model(self):
         """The Keras model, loaded in safe mode (no Lambda layers, no pickled code)."""
@@ -292,13 +296,30 @@ def _check_layer(path, layer: dict) -> None:
     if kind not in KNOWN_LAYERS:
         raise ModelFolderError(f"{path}: layer {layer.get('name')!r} is a {kind}; a melody "
                                f"model has only {', '.join(KNOWN_LAYERS)} layers")
+    cfg = layer.get("config", {})
     if kind == "GRU":
-        cfg = layer.get("config", {})
         for name, value in _GRU_SETTINGS.items():
             if cfg.get(name, value) != value:
                 raise ModelFolderError(
                     f"{path}: GRU {cfg.get('name')} has {name}={cfg.get(name)!r}; "
                     f"the sampler supports only {name}={value!r}")
+    elif kind == "Reshape" and not (layer.get("name") == "lookback_flat" and isinstance(
+            cfg.get("target_shape"), list) and cfg["target_shape"][:1] == [-1]):
+        raise ModelFolderError(f"{path}: layer {layer.get('name')!r} reshapes to "
+                               f"{cfg.get('target_shape')}; only the lookback inputs are reshaped")
+    elif kind == "Concatenate" and (layer.get("name") != "gru_input" or cfg.get("axis") != -1
+                                    or _sources(layer) != _GRU_INPUTS):
+        raise ModelFolderError(f"{path}: layer {layer.get('name')!r} joins {_sources(layer)}; "
+                               f"a melody model joins only {_GRU_INPUTS}, in that order")
+
+
+def _sources(layer: dict) -> list:
+    """The names of the layers whose outputs a layer takes, in order."""
+    try:
+        (node,) = layer["inbound_nodes"]
+        return [t["config"]["keras_history"][0] for t in node["args"][0]]
+    except (KeyError, TypeError, ValueError, IndexError):
+        return []
 
 
 # -- writing -------------------------------------------------------------------------

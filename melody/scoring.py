@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from melody.context import BAR_IDS, POSITIONS, piece_context
 from melody.data import TokenData
 
 LOG2 = math.log(2.0)
@@ -56,14 +57,16 @@ class ModelScorer:
     predictions inside it; padded positions are left out of the sums.
     """
 
-    def __init__(self, model, tokenizer, token_budget: int = 32768, max_batch: int = 64):
+    def __init__(self, model, tokenizer, lookback: tuple[int, ...] = (), token_budget: int = 32768,
+                 max_batch: int = 64):
         from melody.backend import backend_name
 
         self.tokenizer = tokenizer
+        self.lookback = tuple(lookback)  # the model's form context (ModelConfig.lookback)
         self.token_budget = token_budget
         self.max_batch = max_batch
         make = _tf_nll if backend_name() == "tensorflow" else _keras_nll
-        self._nll = make(model)
+        self._nll = make(model, bool(self.lookback))
 
     def batches(self, data: TokenData):
         """Lists of piece indices, shortest pieces first, within the token budget."""
@@ -88,7 +91,7 @@ class ModelScorer:
             padded = np.zeros((len(pieces), width), dtype=np.int32)
             for row, piece in enumerate(pieces):
                 padded[row, : len(piece)] = piece
-            nll = self._nll(padded[:, :-1], padded[:, 1:]) / LOG2
+            nll = self._nll(self._inputs(pieces, padded[:, :-1]), padded[:, 1:]) / LOG2
             targets = padded[:, 1:]
             mask = np.arange(width - 1)[None, :] < (np.array([len(p) for p in pieces]) - 1)[:, None]
             totals.add(nll[mask], targets[mask], self.tokenizer.is_pitch(targets[mask]))
@@ -96,14 +99,33 @@ class ModelScorer:
         return totals
 
 
-def _tf_nll(model):
+    def _inputs(self, pieces: list, tokens: np.ndarray):
+        """The model's inputs for padded ``tokens``: the tokens, and with form
+        context a dict that adds each piece's context (padding: NONE)."""
+        if not self.lookback:
+            return tokens
+        back = np.full(tokens.shape + (len(self.lookback),), self.tokenizer.vocab_size, np.int32)
+        position = np.full(tokens.shape, POSITIONS - 1, np.int32)
+        bar = np.full(tokens.shape, BAR_IDS - 1, np.int32)
+        for row, piece in enumerate(pieces):
+            n = len(piece) - 1
+            b, p, r = piece_context(piece[:-1], self.tokenizer, self.lookback)
+            back[row, :n], position[row, :n], bar[row, :n] = b, p, r
+        return {"tokens": tokens, "lookback": back, "position": position, "bar": bar}
+
+
+def _tf_nll(model, context: bool):
     """Per-token NLL in nats as numpy, from one traced graph for all batch shapes."""
     from melody.backend import tensorflow
 
     tf = tensorflow()
     spec = tf.TensorSpec([None, None], tf.int32)
+    inputs = spec
+    if context:
+        inputs = {"tokens": spec, "position": spec, "bar": spec,
+                  "lookback": tf.TensorSpec([None, None, None], tf.int32)}
 
-    @tf.function(input_signature=[spec, spec])
+    @tf.function(input_signature=[inputs, spec])
     def nll(inputs, targets):
         logits = tf.cast(model(inputs, training=False), tf.float32)
         return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits)
@@ -111,7 +133,7 @@ def _tf_nll(model):
     return lambda inputs, targets: nll(inputs, targets).numpy()
 
 
-def _keras_nll(model):
+def _keras_nll(model, context: bool):
     """The same through keras.ops, for Keras backends other than TensorFlow."""
     from melody.backend import keras
 

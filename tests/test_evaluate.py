@@ -99,11 +99,12 @@ def test_padding_never_changes_a_score(model, dataset):
     from melody.modelfolder import ModelFolder
     from melody.scoring import ModelScorer
 
-    keras_model = ModelFolder(model[0]).keras_model()
+    folder = ModelFolder(model[0])
+    keras_model, lookback = folder.keras_model(), folder.model_config.lookback
     ds = load_dataset(dataset)
     val = ds.split("val")
-    together = ModelScorer(keras_model, ds.tokenizer).score(val)
-    alone = ModelScorer(keras_model, ds.tokenizer, max_batch=1).score(val)
+    together = ModelScorer(keras_model, ds.tokenizer, lookback).score(val)
+    alone = ModelScorer(keras_model, ds.tokenizer, lookback, max_batch=1).score(val)
     assert together.pieces == alone.pieces == len(val)
     assert together.nll_bits == pytest.approx(alone.nll_bits, rel=1e-5)
     assert together.pitch_nll_bits == pytest.approx(alone.pitch_nll_bits, rel=1e-5)

@@ -77,7 +77,7 @@ def test_keras_gru_is_the_textbook_gru(reset_after):
 def test_whole_model_matches_numpy_forward_pass(reset_after):
     """Embedding -> GRUs -> logits, by layer name, as the NumPy sampler reads them."""
     cfg = ModelConfig(vocab_size=11, embedding=5, units=7, layers=2, dropout=0.1,
-                      reset_after=reset_after)
+                      reset_after=reset_after, lookback=())
     model = build_model(cfg)
     rng = np.random.default_rng(2)
     for w in model.weights:
@@ -91,6 +91,35 @@ def test_whole_model_matches_numpy_forward_pass(reset_after):
         x = textbook_gru(x, W, U, b, reset_after, b_rh)
     kernel, bias = (w.numpy() for w in model.get_layer("logits").weights)
     np.testing.assert_allclose(keras_logits, x @ kernel + bias, atol=1e-4)
+
+
+@pytest.mark.parametrize("reset_after", [True, False])
+def test_form_context_is_read_beside_each_token(reset_after):
+    """The GRU reads the token's embedding, then each lookback distance's, the
+    position's and the bar's, side by side."""
+    cfg = ModelConfig(vocab_size=11, embedding=5, units=7, layers=1, reset_after=reset_after,
+                      lookback=(1, 4), lookback_embedding=3, position_embedding=2)
+    model = build_model(cfg)
+    rng = np.random.default_rng(3)
+    for w in model.weights:
+        w.assign(rng.normal(scale=0.5, size=w.shape).astype(np.float32))
+    inputs = {"tokens": rng.integers(0, 11, (2, 6)), "lookback": rng.integers(0, 12, (2, 6, 2)),
+              "position": rng.integers(0, 97, (2, 6)), "bar": rng.integers(0, 17, (2, 6))}
+    inputs = {k: v.astype(np.int32) for k, v in inputs.items()}
+    keras_logits = np.asarray(model(inputs, training=False))
+
+    def table(name):
+        return model.get_layer(name).weights[0].numpy().astype(np.float64)
+
+    back = table("lookback_embedding")[inputs["lookback"]]  # [batch, time, distances, 3]
+    x = np.concatenate([table("embedding")[inputs["tokens"]], back[:, :, 0], back[:, :, 1],
+                        table("position_embedding")[inputs["position"]],
+                        table("bar_embedding")[inputs["bar"]]], axis=-1)
+    assert x.shape[-1] == 5 + 2 * 3 + 2 * 2
+    W, U, b, b_rh = textbook_weights(model.get_layer("gru_0"), reset_after)
+    kernel, bias = (w.numpy() for w in model.get_layer("logits").weights)
+    np.testing.assert_allclose(keras_logits, textbook_gru(x, W, U, b, reset_after, b_rh) @ kernel
+                               + bias, atol=1e-4)
 
 
 def test_config_round_trip():
@@ -115,9 +144,13 @@ def test_config_refuses_bad_values(field, value, message):
 
 
 def test_flops_counts_every_matmul():
-    cfg = ModelConfig(vocab_size=10, embedding=4, units=8, layers=2)
+    cfg = ModelConfig(vocab_size=10, embedding=4, units=8, layers=2, lookback=())
     gru_0 = 2 * 3 * (4 + 8) * 8
     gru_1 = 2 * 3 * (8 + 8) * 8
     assert flops_per_token(cfg) == gru_0 + gru_1 + 2 * 8 * 10
     params = build_model(cfg).count_params()
     assert flops_per_token(cfg) < 2 * params  # the embedding lookup costs nothing
+    with_context = ModelConfig(vocab_size=10, embedding=4, units=8, layers=2, lookback=(1, 2),
+                               lookback_embedding=3, position_embedding=2)
+    wider = 2 * 3 * (4 + 2 * 3 + 2 * 2 + 8) * 8
+    assert flops_per_token(with_context) == wider + gru_1 + 2 * 8 * 10

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from melody.musicality import comparison, features, originality, picture
+from melody.musicality import comparison, features, form, originality, picture
 from melody.musicality import report as mreport
 from melody.notes import Melody
 
@@ -157,6 +157,96 @@ def test_compare_needs_two_melodies_a_set():
         comparison.compare([C_MAJOR], [C_MAJOR, C_MAJOR])
 
 
+# -- form: what comes back inside a melody -------------------------------------------
+PHRASE = [60, 62, 64, 65, 67, 65, 64, 62]  # two bars of 4/4 quarter notes
+
+
+def test_a_tune_whose_second_half_repeats_its_first():
+    f = features.melody_features(tune(PHRASE + PHRASE))
+    assert f["bar_repeats"] == 0.5 and f["bar_repeats_transposed"] == 0.5
+    assert f["longest_repeat"] == 8.0
+    # 13 four-note windows; the last 5 (from the repeat's first note on) were heard before
+    assert f["recurrence"] == pytest.approx(5 / 13)
+
+
+def test_a_transposed_repeat_counts_only_as_transposed():
+    f = features.melody_features(tune(PHRASE + [p + 5 for p in PHRASE]))
+    assert f["bar_repeats"] == 0.0 and f["bar_repeats_transposed"] == 0.5
+    assert f["longest_repeat"] == 8.0
+
+
+def test_a_melody_without_repeats_scores_none():
+    f = features.melody_features(tune([60, 61, 63, 66, 70, 75, 69, 62, 72, 59]))  # no interval twice
+    assert (f["bar_repeats"], f["bar_repeats_transposed"], f["recurrence"]) == (0.0, 0.0, 0.0)
+    assert f["longest_repeat"] == 1.0  # every note lasts a quarter: one note "repeats"
+    # The C major scale's two bars are the same tetrachord a fifth apart.
+    assert features.melody_features(C_MAJOR)["bar_repeats_transposed"] == 0.5
+
+
+def test_bars_are_counted_from_the_first_downbeat():
+    # A one-quarter pickup, then the two-bar phrase twice: the pickup is no bar, and the
+    # bars after it line up with the meter, not with the first note.
+    notes = [55] + PHRASE + PHRASE
+    melody = tune(notes)
+    melody.bar_phase = 12
+    assert form.bar_repeats(melody) == 0.5
+    melody.bar_phase = 0  # read from the first note: the bars straddle the phrase
+    assert form.bar_repeats(melody) < 0.5
+
+
+def test_bar_figures_need_a_meter():
+    melody = tune(PHRASE + PHRASE, time_signature=None)
+    assert np.isnan(form.bar_repeats(melody)) and np.isnan(form.bar_repeats_transposed(melody))
+    assert form.longest_repeat(melody) == 8.0  # no bars needed
+
+
+def test_bars_in_three_four():
+    waltz = [60, 64, 67, 65, 62, 59]  # two bars of 3/4
+    assert form.bar_repeats(tune(waltz * 3, time_signature=(3, 4))) == pytest.approx(4 / 6)
+
+
+def _longest_by_brute_force(m) -> int:
+    p, d, n = m.pitches.astype(int), m.durations, m.n_notes
+    best = 0
+    for size in range(1, n):
+        for i in range(n - size + 1):
+            for j in range(i + size, n - size + 1):
+                if all(d[i + k] == d[j + k] and p[i + k] - p[i] == p[j + k] - p[j]
+                       for k in range(size)):
+                    best = size
+    return best
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(60, 62), st.sampled_from([6, 12])), max_size=14))
+def test_longest_repeat_is_the_longest_non_overlapping_repeat(notes):
+    m = tune([p for p, _ in notes], [d for _, d in notes] or 12)
+    assert form.longest_repeat(m) == _longest_by_brute_force(m)
+
+
+def test_value_overlap_shows_a_level_gap_that_distances_hide():
+    rng = np.random.default_rng(3)
+    # Generated melodies repeat a tenth as much as human ones, with the same spread.
+    generated = rng.normal(0.03, 0.02, 200).clip(0)
+    human = rng.normal(0.31, 0.02, 200)
+    assert comparison.value_overlap(generated, human) < 0.05
+    gen_intra = comparison.intra_distances(generated)
+    human_intra = comparison.intra_distances(human)
+    assert comparison.overlap_and_kl(human_intra, gen_intra)[0] > 0.8  # spreads alike
+
+
+def test_compare_reports_values_beside_the_yang_lerch_figures():
+    rng = np.random.default_rng(4)
+    repeating = [tune(PHRASE * 4) for _ in range(6)]
+    wandering = [stepwise(rng) for _ in range(6)]
+    stats = comparison.compare(wandering, repeating)
+    assert stats["bar_repeats"]["human_mean"] == 0.75
+    assert stats["bar_repeats"]["generated_mean"] < 0.2
+    assert stats["bar_repeats"]["value_overlap"] < 0.2
+    alike = comparison.compare(repeating[:3], repeating[3:])
+    assert alike["bar_repeats"]["value_overlap"] == pytest.approx(1.0)
+
+
 # -- originality ---------------------------------------------------------------------
 
 
@@ -258,7 +348,7 @@ def test_draw_writes_a_png_of_the_documented_size(tmp_path):
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = struct.unpack(">II", data[16:24])
-    assert (width, height) == (1200, 900)
+    assert (width, height) == (1600, 1200)
 
 
 # -- evaluate's report -----------------------------------------------------------------

@@ -14,13 +14,19 @@ from melody.tokenizer import BAR, BOS, EOS, Tokenizer
 TOK = Tokenizer()
 
 
-@pytest.fixture(scope="module", params=[True, False], ids=["reset_after", "textbook"])
+@pytest.fixture(scope="module", params=[(True, ()), (False, ()), (True, (1, 2, 4, 8)),
+                                        (False, (1, 4))],
+                ids=["reset_after", "textbook", "reset_after-context", "textbook-context"])
 def tiny(request, tmp_path_factory):
-    """(keras model, folder) of a tiny 2-layer GRU with random weights."""
+    """(keras model, folder) of a tiny 2-layer GRU, every weight random (biases too)."""
+    reset_after, lookback = request.param
     cfg = ModelConfig(vocab_size=TOK.vocab_size, embedding=8, units=16, layers=2,
-                      reset_after=request.param)
+                      reset_after=reset_after, lookback=lookback, lookback_embedding=4,
+                      position_embedding=3)
     model = build_model(cfg)
-    folder = tmp_path_factory.mktemp(f"model_{request.param}")
+    rng = np.random.default_rng(5)
+    model.set_weights([rng.normal(0, 0.3, w.shape).astype(np.float32) for w in model.get_weights()])
+    folder = tmp_path_factory.mktemp("model")
     save_model_folder(folder, model, TOK, {"model": cfg.to_dict()})
     return model, folder
 
@@ -30,20 +36,38 @@ def gru(tiny):
     return ModelFolder(tiny[1]).network
 
 
+def random_context(gru, rng, shape):
+    """Any ids the context inputs take (None for a model without form context)."""
+    if not gru.lookback:
+        return None
+    return (rng.integers(0, TOK.vocab_size + 1, shape + (gru.lookback,)),
+            rng.integers(0, 97, shape), rng.integers(0, 17, shape))
+
+
 def test_numpy_logits_equal_keras_for_a_whole_sequence(tiny, gru):
     model, _ = tiny
-    tokens = np.random.default_rng(0).integers(0, TOK.vocab_size, size=(3, 40))
-    expected = model.predict(tokens, verbose=0)
-    got, _ = gru.run(tokens)  # one step at a time, state carried
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, TOK.vocab_size, size=(3, 40))
+    context = random_context(gru, rng, (3, 40))
+    inputs = tokens if context is None else dict(zip(("tokens", "lookback", "position", "bar"),
+                                                     (tokens, *context)))
+    expected = model.predict(inputs, verbose=0)
+    got, _ = gru.run(tokens, context=context)  # one step at a time, state carried
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, atol=1e-4)
 
 
 def test_state_carries_across_calls(gru):
-    tokens = np.random.default_rng(1).integers(0, TOK.vocab_size, size=(2, 12))
-    whole, _ = gru.run(tokens)
-    first, state = gru.run(tokens[:, :5])
-    rest, _ = gru.run(tokens[:, 5:], state)
+    rng = np.random.default_rng(1)
+    tokens = rng.integers(0, TOK.vocab_size, size=(2, 12))
+    context = random_context(gru, rng, (2, 12))
+
+    def part(c, s):
+        return None if c is None else tuple(a[:, s] for a in c)
+
+    whole, _ = gru.run(tokens, context=context)
+    first, state = gru.run(tokens[:, :5], context=part(context, slice(0, 5)))
+    rest, _ = gru.run(tokens[:, 5:], state, context=part(context, slice(5, None)))
     np.testing.assert_allclose(np.concatenate([first, rest], axis=1), whole, atol=1e-6)
 
 

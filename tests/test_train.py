@@ -76,7 +76,10 @@ def test_json_result(trained):
     assert {"model", "epochs", "params", "val_bits_per_note", "tokens_per_second"} <= set(result)
     assert result["epochs"] == 3
     assert result["tokens_per_second"] > 0
-    assert result["params"] == 364 * 8 + 3 * (8 + 24 + 2) * 24 + 24 * 364 + 364
+    # token, lookback, position and bar embeddings; a GRU reading all of them; logits
+    width = 8 + 4 * 32 + 2 * 16
+    embeddings = 364 * 8 + 365 * 32 + 97 * 16 + 17 * 16
+    assert result["params"] == embeddings + 3 * (width + 24 + 2) * 24 + 24 * 364 + 364
 
 
 def test_model_folder_contents(trained, dataset):
@@ -85,7 +88,8 @@ def test_model_folder_contents(trained, dataset):
         assert (folder / name).is_file()
     config = json.loads((folder / "config.json").read_text())
     assert config["model"] == {"vocab_size": 364, "embedding": 8, "units": 24, "layers": 1,
-                               "dropout": 0.2, "reset_after": True}
+                               "dropout": 0.2, "reset_after": True, "lookback": [1, 2, 4, 8],
+                               "lookback_embedding": 32, "position_embedding": 16}
     assert config["train"]["seq_len"] == 32 and config["train"]["steps_per_epoch"] == 40
     assert config["train"]["backend"] == "tensorflow"
     assert config["data"] == {"folder": str(dataset), "digest": load_dataset(dataset).digest}
@@ -99,12 +103,14 @@ def test_model_loads_in_safe_mode_and_scores_like_training(trained, dataset):
     from melody.modelfolder import ModelFolder
     from melody.scoring import ModelScorer
 
-    folder = trained[0]
-    model = ModelFolder(folder).keras_model()
-    assert [layer.name for layer in model.layers][1:] == ["embedding", "gru_0", "dropout_0", "logits"]
+    folder = ModelFolder(trained[0])
+    model = folder.keras_model()
+    assert [layer.name for layer in model.layers if layer.__class__.__name__ != "InputLayer"] == [
+        "lookback_embedding", "embedding", "lookback_flat", "position_embedding", "bar_embedding",
+        "gru_input", "gru_0", "dropout_0", "logits"]
     assert getattr(model, "optimizer", None) is None  # the folder keeps the weights, not the optimizer
-    tok = ModelFolder(folder).tokenizer
-    scores = ModelScorer(model, tok).score(load_dataset(dataset).split("val")).report()
+    scorer = ModelScorer(model, folder.tokenizer, folder.model_config.lookback)
+    scores = scorer.score(load_dataset(dataset).split("val")).report()
     assert scores["bits_per_note"] == pytest.approx(trained[1]["val_bits_per_note"], rel=1e-4)
 
 
@@ -284,7 +290,8 @@ def test_paths_for_other_keras_backends(dataset, tmp_path, monkeypatch):
     logged = json.loads((tmp_path / "m" / "logs" / "scalars.jsonl").read_text())
     assert logged["step"] == 1 and logged["val/bits_per_note"] == result["val_bits_per_note"]
     monkeypatch.undo()  # the TensorFlow scorer agrees with the keras.ops one used in training
-    scores = ModelScorer(ModelFolder(tmp_path / "m").keras_model(), load_dataset(dataset).tokenizer)
+    folder = ModelFolder(tmp_path / "m")
+    scores = ModelScorer(folder.keras_model(), folder.tokenizer, folder.model_config.lookback)
     assert scores.score(load_dataset(dataset).split("val")).report()["bits_per_note"] == \
         pytest.approx(result["val_bits_per_note"], rel=1e-5)
 

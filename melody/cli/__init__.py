@@ -24,20 +24,9 @@ import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from melody import __version__, corpus  # noqa: E402
-from melody.config import (  # noqa: E402
-    DATASETS,
-    DEFAULT_NOTES,
-    DEFAULT_PROGRAM,
-    DEFAULT_TEMPO,
-    EVALUATE_SAMPLES,
-    GENERATED,
-    STRATEGIES,
-    ModelConfig,
-    PrepareConfig,
-    SampleConfig,
-    TrainConfig,
-)
 from melody.cli.flags import (  # noqa: E402
+    bar_distances,
+    form_letters,
     fraction,
     key_name,
     midi_pitch,
@@ -46,6 +35,20 @@ from melody.cli.flags import (  # noqa: E402
     positive_int,
     probability,
     program_number,
+)
+from melody.config import (  # noqa: E402
+    DATASETS,
+    DEFAULT_NOTES,
+    DEFAULT_PROGRAM,
+    DEFAULT_TEMPO,
+    EVALUATE_SAMPLES,
+    SECTION_BARS,
+    GENERATED,
+    STRATEGIES,
+    ModelConfig,
+    PrepareConfig,
+    SampleConfig,
+    TrainConfig,
 )
 from melody.errors import RunError, UsageError  # noqa: E402
 
@@ -146,6 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tf.distribute strategy: mirrored = all local GPUs; multi-worker "
                         "(TF_CONFIG) is refused: Keras 3 cannot fit with it "
                         "(github.com/keras-team/keras/issues/20585)")
+    p.add_argument("--lookback", type=bar_distances,
+                   default=",".join(map(str, ModelConfig.lookback)),
+                   help="form context: the model also reads what came at the same place this "
+                        "many bars back (comma-separated), or none")
     p.add_argument("--reset-after", choices=("true", "false"),
                    default=str(ModelConfig.reset_after).lower(),
                    help="GRU variant: true runs on cuDNN; false is the textbook cell")
@@ -162,6 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
                              "or the melody's own end)")
     length.add_argument("--bars", type=positive_int, default=None,
                         help="length in bars (ends on a bar line)")
+    p.add_argument("--form", type=form_letters, default=None,
+                   help="sections such as AABB or ABA: a repeated letter brings its section back "
+                        "(its last bar may vary), a new letter brings new material, and the "
+                        "melody ends on a cadence; --bars is shared evenly among the sections "
+                        f"(default: {SECTION_BARS} bars each; without --form the model's own "
+                        "sense of form decides)")
     p.add_argument("--temperature", type=positive_float, default=SampleConfig.temperature,
                    help="sampling temperature (> 0; lower is safer, higher is wilder)")
     p.add_argument("--top-k", type=positive_int, default=None, help="sample among the K most likely tokens")
@@ -236,7 +249,8 @@ def _train(args):
 
     result = train(args.data, args.out, resume=args.resume, epochs=args.epochs, units=args.units,
                    layers=args.layers, embedding=args.embedding, dropout=args.dropout,
-                   reset_after=args.reset_after == "true", seq_len=args.seq_len,
+                   reset_after=args.reset_after == "true", lookback=args.lookback,
+                   seq_len=args.seq_len,
                    batch_size=args.batch_size, learning_rate=args.learning_rate,
                    patience=args.patience, steps_per_epoch=args.steps_per_epoch, seed=args.seed,
                    strategy=args.strategy)
@@ -250,8 +264,8 @@ def _generate(args):
                       tempo=args.tempo, program=args.program, name=args.name, wav=args.wav,
                       png=args.png, musicxml=args.musicxml,
                       check_originality=args.check_originality, notes=args.notes, bars=args.bars,
-                      temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                      key=args.key, lowest=args.lowest, highest=args.highest)
+                      form=args.form, temperature=args.temperature, top_k=args.top_k,
+                      top_p=args.top_p, key=args.key, lowest=args.lowest, highest=args.highest)
     return result, summary_text(result, args.out)
 
 

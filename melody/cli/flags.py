@@ -76,6 +76,30 @@ def midi_pitch(text: str) -> int:
     return value
 
 
+def bar_distances(text: str) -> tuple[int, ...]:
+    """Bar distances such as ``1,2,4,8``, or ``none``."""
+    if text.strip().lower() == "none":
+        return ()
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be bar distances such as 1,2,4,8 or none, got {text!r}")
+    if len(values) > 8 or len(set(values)) != len(values) or not all(1 <= v <= 64 for v in values):
+        raise argparse.ArgumentTypeError(f"must be at most 8 different distances of 1..64 bars, "
+                                         f"got {text!r}")
+    return values
+
+
+def form_letters(text: str) -> str:
+    """Section letters such as AABB."""
+    from melody.config import MAX_SECTIONS
+
+    if not (text.isascii() and text.isalpha() and 1 <= len(text) <= MAX_SECTIONS):
+        raise argparse.ArgumentTypeError(
+            f"must be 1 to {MAX_SECTIONS} section letters such as AABB or ABA, got {text!r}")
+    return text.upper()
+
+
 def key_name(text: str) -> str:
     from melody.notes import Key
 

@@ -1,4 +1,5 @@
-"""Per-melody features: pitch range and classes, intervals, durations, density, scale, repetition.
+"""Per-melody features: pitch range and classes, intervals, durations, density, scale, repetition,
+and the form figures of ``melody.musicality.form`` (bars and phrases heard again).
 
 >>> from melody.notes import Melody
 >>> scale = Melody([60, 62, 64, 65, 67, 69, 71, 72], range(0, 96, 12), [12] * 8)
@@ -14,6 +15,7 @@ from typing import Callable
 
 import numpy as np
 
+from melody.musicality import form
 from melody.notes import STEPS_PER_QUARTER, Melody
 
 INTERVAL_CLIP = 12
@@ -132,6 +134,16 @@ FEATURES = {f.name: f for f in (
     Feature("repetition", repetition,
             "share of 4-note patterns (intervals and durations) that occur again in the melody",
             "share of patterns"),
+    Feature("bar_repeats", form.bar_repeats,
+            "share of bars that repeat an earlier bar of the melody exactly", "share of bars"),
+    Feature("bar_repeats_transposed", form.bar_repeats_transposed,
+            "share of bars that repeat an earlier bar, allowing a transposition", "share of bars"),
+    Feature("recurrence", form.recurrence,
+            f"share of {form.RECURRENCE_NOTES}-note patterns (intervals and durations) heard "
+            "earlier in the melody", "share of patterns"),
+    Feature("longest_repeat", form.longest_repeat,
+            "most consecutive notes that occur twice without overlapping (any transposition)",
+            "notes"),
 )}
 
 

@@ -61,7 +61,6 @@ class Constraints:
             self.header_ok[tok.ts_id(None)] = False  # bars need a meter
         self.pitch_ok = self._pitch_mask()
         self.prior = self._key_prior() if self.key is not None else None
-        self.tonic_ok = self._degrees_ok([0])
         self.triad_ok = self._degrees_ok([0, 4 if self.key and self.key.mode == "major" else 3, 7])
         self.budget = 8 * config.max_notes + 64 if config.max_notes else _NO_LIMIT
 
@@ -76,6 +75,14 @@ class Constraints:
         self.pc_steps = np.zeros((B, 12))  # how long each pitch class has sounded
         self.tokens = np.zeros(B, np.int64)
         self.done = np.zeros(B, bool)
+        # The tonic each melody ends on (-1: none): the key asked for, or with a form
+        # (which ends on a cadence) the key the melody's KEY token chose.
+        self.tonic = np.full(B, self.key.tonic if self.key is not None else -1, np.int64)
+        self.key_tonic = np.full(V, -1, np.int64)
+        if config.form and self.key is None:
+            for t in ids[self.is_key]:
+                key = tok.key_of(t)
+                self.key_tonic[t] = -1 if key is None else key.tonic
 
     def _pitch_mask(self) -> np.ndarray:
         c, tok = self.config, self.tok
@@ -148,6 +155,7 @@ class Constraints:
         self.done |= t == EOS
         self.tokens += 1
         self.last = t
+        self.tonic = np.where(self.is_key[t] & (self.key_tonic[t] >= 0), self.key_tonic[t], self.tonic)
 
     def start_continuation(self) -> None:
         """Count notes, tokens and bars from here on (after a primer)."""
@@ -220,19 +228,22 @@ class Constraints:
             # Without a meter a melody ends after a note, never after a rest.
             soft &= ~((closing & (self.bar == 0))[:, None] & self.is_rest[None, :])
         if self.key is not None:
-            on_tonic = (self.last_pitch >= 0) & (self.last_pitch % 12 == self.key.tonic)
-            soft[:, EOS] &= on_tonic
             # Open on a tonic-triad note: with the final tonic it frames the key.
             soft[(self.notes == 0)[:, None] & self.is_pitch[None, :] & ~self.triad_ok[None, :]] = False
+        cadence = self.tonic >= 0
+        if cadence.any():  # end on the tonic
+            on_tonic = (self.last_pitch >= 0) & (self.last_pitch % 12 == self.tonic)
+            soft[:, EOS] &= on_tonic | ~cadence
+            other = self.is_pitch[None, :] & (self.pitch_of[None, :] % 12 != self.tonic[:, None])
+            other &= cadence[:, None]  # [batch, vocab]: pitches that are not the melody's tonic
             if c.max_notes is not None:
-                last_note = self.notes == c.max_notes - 1
-                soft[last_note[:, None] & self.is_pitch[None, :] & ~self.tonic_ok[None, :]] = False
+                soft[(self.notes == c.max_notes - 1)[:, None] & other] = False
             if c.bars is not None:
                 # A note other than the tonic must leave time for one after it.
                 room = self.end - self.pos
-                soft[(room < 2)[:, None] & self.is_pitch[None, :] & ~self.tonic_ok[None, :]] = False
+                soft[(room < 2)[:, None] & other] = False
                 ends = (self.is_dur | self.is_rest)[None, :] & (
                     self.pos[:, None] + self.steps[None, :] == self.end[:, None]
                 )
-                soft &= ~(ends & ~on_tonic[:, None])
+                soft &= ~(ends & (cadence & ~on_tonic)[:, None])
         return soft

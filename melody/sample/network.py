@@ -53,22 +53,48 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))  # no overflow warnings for large |x|
 
 
+@dataclass(frozen=True)
+class ContextTables:
+    """The form context's embeddings (``melody.context``): lookback [vocab + 1, width]
+    (shared by every distance), position [positions, width] and bar [bars, width]."""
+
+    lookback: np.ndarray
+    position: np.ndarray
+    bar: np.ndarray
+
+
 class NumpyGRU:
-    """embedding -> GRU layers -> logits, one step at a time, in NumPy.
+    """embedding (and form context) -> GRU layers -> logits, one step at a time, in NumPy.
 
     Args:
         embedding: [vocab, embedding] table.
         layers: the GRU layers, first to last.
         logits_kernel, logits_bias: the output Dense layer.
+        context: the context embeddings of a model with form context, else None;
+            the first layer's kernel then reads, after the token's embedding, each
+            distance's lookback embedding, then the position's and the bar's.
+        lookback: with ``context``, the distances in bars (``ModelConfig.lookback``).
     """
 
-    def __init__(self, embedding, layers, logits_kernel, logits_bias):
+    def __init__(self, embedding, layers, logits_kernel, logits_bias,
+                 context: ContextTables | None = None, lookback: tuple[int, ...] = ()):
         self.layers = list(layers)
         self.logits_kernel = logits_kernel
         self.logits_bias = logits_bias
         first = self.layers[0]
-        # The first layer's input projection depends only on the token: a lookup.
-        self.input_table = embedding @ first.kernel + first.bias
+        # The first layer's input projection is linear in each input's embedding:
+        # per input, a table of its projections, so a step only looks up and adds.
+        width = embedding.shape[1]
+        self.input_table = embedding @ first.kernel[:width] + first.bias
+        self.lookback_bars = tuple(lookback)  # the distances, in bars, of the form context
+        self.lookback = len(self.lookback_bars)
+        if context is not None:
+            rows, wide = first.kernel[width:], context.lookback.shape[1]
+            at = self.lookback * wide
+            self.lookback_tables = np.stack([context.lookback @ rows[k * wide:(k + 1) * wide]
+                                             for k in range(self.lookback)])
+            self.position_table = context.position @ rows[at:at + context.position.shape[1]]
+            self.bar_table = context.bar @ rows[at + context.position.shape[1]:]
 
     @property
     def vocab_size(self) -> int:
@@ -77,9 +103,17 @@ class NumpyGRU:
     def initial_state(self, batch: int) -> list[np.ndarray]:
         return [np.zeros((batch, layer.units), np.float32) for layer in self.layers]
 
-    def step(self, tokens, state):
-        """Logits [batch, vocab] for the next token after ``tokens`` [batch], and the new state."""
+    def step(self, tokens, state, context=None):
+        """Logits [batch, vocab] for the next token after ``tokens`` [batch], and the
+        new state. A model with form context needs ``context``: (lookback ids
+        [batch, distances], position ids [batch], bar ids [batch])."""
         x_proj = self.input_table[np.asarray(tokens, dtype=np.int64)]
+        if self.lookback:
+            back, position, bar = context
+            back = np.asarray(back, np.int64)
+            for k in range(self.lookback):
+                x_proj = x_proj + self.lookback_tables[k][back[:, k]]
+            x_proj = x_proj + self.position_table[position] + self.bar_table[bar]
         new_state = []
         for i, (layer, h) in enumerate(zip(self.layers, state)):
             if i:
@@ -87,12 +121,14 @@ class NumpyGRU:
             new_state.append(layer.step(x_proj, h))
         return new_state[-1] @ self.logits_kernel + self.logits_bias, new_state
 
-    def run(self, tokens, state=None):
-        """Feed [batch, time] tokens step by step: logits [batch, time, vocab] and the state."""
+    def run(self, tokens, state=None, context=None):
+        """Feed [batch, time] tokens step by step: logits [batch, time, vocab] and the
+        state; ``context`` as ``step`` takes it, with a time axis after the batch."""
         tokens = np.asarray(tokens)
         state = state if state is not None else self.initial_state(tokens.shape[0])
         out = []
         for t in range(tokens.shape[1]):
-            logits, state = self.step(tokens[:, t], state)
+            at = None if context is None else tuple(np.asarray(c)[:, t] for c in context)
+            logits, state = self.step(tokens[:, t], state, at)
             out.append(logits)
         return np.stack(out, axis=1), state

@@ -19,10 +19,14 @@ True
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from melody.config import SampleConfig
+from melody.context import Tracker
 from melody.sample.constraints import Constraints
+from melody.sample.form import Form
 from melody.sample.network import NumpyGRU
 from melody.tokenizer import BOS, EOS, Tokenizer
 
@@ -95,13 +99,19 @@ def sample(model: NumpyGRU, tokenizer: Tokenizer, config: SampleConfig, primer=N
             f"model has {model.vocab_size} outputs but the tokenizer has {tokenizer.vocab_size} tokens"
         )
     constraints = Constraints(tokenizer, c, c.n)
+    form = Form(tokenizer, c, c.n) if c.form else None
     prefix = np.array([BOS] if primer is None else primer, dtype=np.int64)
     prefix = _check_prefix(prefix, tokenizer, constraints)
     for t in prefix[1:]:
         constraints.update(np.full(c.n, t))
+    if form is not None:
+        if len(prefix) > 1:
+            raise ValueError("a form starts the melody: --form cannot continue a --primer")
+        form.update(np.full(c.n, BOS))
     constraints.start_continuation()
     # The shared prefix runs once, for one melody; its state is copied to all.
-    logits, state = model.run(prefix[None, :])
+    context = _Context(tokenizer, model.lookback_bars, prefix) if model.lookback else None
+    logits, state = model.run(prefix[None, :], context=context and context.of_prefix)
     logits = np.repeat(logits[:, -1], c.n, axis=0)
     if key_logp is not None and len(prefix) == 1:
         logits = np.repeat(key_logp[None, :], c.n, axis=0)
@@ -112,20 +122,46 @@ def sample(model: NumpyGRU, tokenizer: Tokenizer, config: SampleConfig, primer=N
     for _ in range(1_000_000):
         allowed = constraints.mask()[rows]
         bias = constraints.bias()
-        probs = next_token_probs(logits, allowed, c.temperature, c.top_k, c.top_p,
-                                 None if bias is None else bias[rows])
+        bias = None if bias is None else bias[rows]
+        if form is not None:
+            allowed, bias = form.steer(rows, allowed, bias)
+        probs = next_token_probs(logits, allowed, c.temperature, c.top_k, c.top_p, bias)
         tokens = draw(probs, np.array([rngs[i].random() for i in rows]))
         chosen = np.full(c.n, EOS)
         chosen[rows] = tokens
         constraints.update(chosen)
+        if form is not None:
+            form.update(chosen)
         for i, t in zip(rows, tokens):
             out[i].append(int(t))
         going = ~constraints.done[rows]
         if not going.any():
             return [np.asarray(row, dtype=np.int32) for row in out]
         rows, tokens = rows[going], tokens[going]
-        logits, state = model.step(tokens, [h[going] for h in state])
+        logits, state = model.step(tokens, [h[going] for h in state],
+                                   context and context.push(rows, tokens))
     raise RuntimeError("sampling did not finish")
+
+
+class _Context:
+    """The form context of each melody as it grows (``melody.context.Tracker``), from a
+    prefix they all share."""
+
+    def __init__(self, tokenizer: Tokenizer, lookback: tuple[int, ...], prefix):
+        tracker = Tracker(tokenizer, lookback)
+        rows = [tracker.push(t) for t in prefix.tolist()]
+        self.of_prefix = tuple(np.array([r[i] for r in rows])[None] for i in range(3))
+        self.tracker, self.trackers = tracker, {}
+
+    def push(self, rows, tokens) -> tuple:
+        """Each melody of ``rows`` took its token: the context of its next one."""
+        out = []
+        for i, t in zip(rows.tolist(), tokens.tolist()):
+            if i not in self.trackers:
+                self.trackers[i] = copy.deepcopy(self.tracker)
+            out.append(self.trackers[i].push(t))
+        return (np.array([o[0] for o in out]), np.array([o[1] for o in out]),
+                np.array([o[2] for o in out]))
 
 
 def _check_prefix(prefix, tokenizer, constraints) -> np.ndarray:

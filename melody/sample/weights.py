@@ -14,8 +14,9 @@ import re
 
 import numpy as np
 
+from melody.context import BAR_IDS, POSITIONS
 from melody.errors import ModelFolderError
-from melody.sample.network import GRULayer, NumpyGRU
+from melody.sample.network import ContextTables, GRULayer, NumpyGRU
 
 
 def _snake_case(name: str) -> str:
@@ -25,10 +26,11 @@ def _snake_case(name: str) -> str:
     return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
-def read_network(path, layers: list, weights: bytes) -> NumpyGRU:
+def read_network(path, layers: list, weights: bytes, lookback: tuple[int, ...] = ()) -> NumpyGRU:
     """The NumpyGRU of ``layers`` (the architecture's layer list, already
-    checked) and ``weights`` (the bytes of ``model.weights.h5``); ``path``
-    names the file in errors."""
+    checked) and ``weights`` (the bytes of ``model.weights.h5``); ``lookback``
+    the form context's distances in bars (none for a model without it);
+    ``path`` names the file in errors."""
     import h5py
 
     groups, by_name, used = {}, {}, {}
@@ -46,6 +48,10 @@ def read_network(path, layers: list, weights: bytes) -> NumpyGRU:
                 return [np.asarray(group[str(i)], dtype=np.float32) for i in range(len(group))]
 
             (embedding,) = variables("embedding")
+            context = None
+            if "lookback_embedding" in groups:
+                context = ContextTables(*(variables(name)[0] for name in (
+                    "lookback_embedding", "position_embedding", "bar_embedding")))
             grus = []
             for i in range(len([n for n in by_name if re.fullmatch(r"gru_\d+", n)])):
                 reset_after = bool(by_name[f"gru_{i}"]["config"].get("reset_after", True))
@@ -58,14 +64,32 @@ def read_network(path, layers: list, weights: bytes) -> NumpyGRU:
         raise ModelFolderError(f"{path}: weights unreadable ({type(e).__name__}: {e})")
     if not grus:
         raise ModelFolderError(f"{path}: no GRU layers named gru_0...; not a melody model")
-    _check_shapes(path, embedding, grus, logits_kernel, logits_bias)
-    return NumpyGRU(embedding, grus, logits_kernel, logits_bias)
+    distances = _distances(by_name) if context is not None else 0
+    if distances != len(lookback):
+        raise ModelFolderError(f"{path}: the model reads {distances} lookback distances but "
+                               f"config.json names {len(lookback)} ({list(lookback)})")
+    _check_shapes(path, embedding, grus, logits_kernel, logits_bias, context, distances)
+    return NumpyGRU(embedding, grus, logits_kernel, logits_bias, context, lookback)
 
 
-def _check_shapes(path, embedding, grus, logits_kernel, logits_bias) -> None:
+def _distances(by_name: dict) -> int:
+    """How many lookback distances the architecture's ``lookback`` input holds."""
+    shape = by_name.get("lookback", {}).get("config", {}).get("batch_shape")
+    if not (isinstance(shape, list) and len(shape) == 3 and isinstance(shape[2], int)):
+        raise ModelFolderError(f"lookback input has shape {shape}, expected [batch, time, distances]")
+    return shape[2]
+
+
+def _check_shapes(path, embedding, grus, logits_kernel, logits_bias, context, distances) -> None:
     """Every array the shape the next one needs: [vocab, embedding], [inputs, 3 units]..."""
     vocab, width = embedding.shape if embedding.ndim == 2 else (None, None)
     expected = []
+    if context is not None and vocab is not None:
+        wide, pos = context.lookback.shape[-1], context.position.shape[-1]
+        expected += [("lookback embedding", context.lookback, (vocab + 1, wide)),
+                     ("position embedding", context.position, (POSITIONS, pos)),
+                     ("bar embedding", context.bar, (BAR_IDS, pos))]
+        width += distances * wide + 2 * pos
     for i, layer in enumerate(grus):
         units = layer.recurrent.shape[0] if layer.recurrent.ndim == 2 else -1
         expected += [(f"gru_{i} kernel", layer.kernel, (width, 3 * units)),

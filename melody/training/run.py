@@ -13,7 +13,7 @@ from melody.model import flops_per_token
 from melody.modelfolder import MODEL_FILE
 from melody.training.checkpoints import checkpoint_dir, list_checkpoints
 from melody.training.strategy import make_strategy
-from melody.training.trainer import ARCHITECTURE_FLAGS, StopRequest, Trainer
+from melody.training.trainer import ARCHITECTURE_FLAGS, StopRequest, Trainer, flag_text
 
 
 def check_out_folder(out: Path, resume: bool) -> None:
@@ -78,7 +78,7 @@ def resume_command(data, out: Path, model_cfg: ModelConfig) -> str:
     for key, flag in ARCHITECTURE_FLAGS.items():
         value = getattr(model_cfg, key)
         if value != getattr(ModelConfig, key):
-            words.append(f"{flag} {str(value).lower() if isinstance(value, bool) else value}")
+            words.append(f"{flag} {flag_text(value)}")
     return " ".join(words)
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from melody.config import ModelConfig, TrainConfig
+from melody.context import data_context
 from melody.data import Dataset
 from melody.errors import UsageError
 from melody.model import build_model
@@ -41,7 +42,8 @@ from melody.training.windows import WindowSampler, transpose_tables
 
 MIN_STEPS = 50  # batches per epoch at the least, unless --steps-per-epoch says otherwise
 ARCHITECTURE_FLAGS = {"units": "--units", "layers": "--layers", "embedding": "--embedding",
-                      "dropout": "--dropout", "reset_after": "--reset-after"}
+                      "dropout": "--dropout", "reset_after": "--reset-after",
+                      "lookback": "--lookback"}
 
 
 class StopRequest:
@@ -151,8 +153,11 @@ class Trainer:
         self.steps = train_cfg.steps_per_epoch or max(
             MIN_STEPS, -(-len(self.train_data.tokens) // (train_cfg.batch_size * self.seq_len))
         )
+        context = None
+        if model_cfg.lookback:  # computed once over whole pieces, so windows see before them
+            context = data_context(self.train_data, self.tokenizer, model_cfg.lookback)
         self.sampler = WindowSampler(self.train_data.tokens, self.seq_len, train_cfg.batch_size,
-                                     transpose_tables(self.tokenizer, train_cfg))
+                                     transpose_tables(self.tokenizer, train_cfg), context)
         self.progress = Progress(learning_rate=train_cfg.learning_rate)
         self.best_weights = None
         self.replicas = 1
@@ -307,7 +312,7 @@ class Trainer:
         k = keras()
         callbacks = [_stop_callback(stop)]
         board = scalar_log(self.out / "logs")
-        scorer = ModelScorer(self.model, self.tokenizer)
+        scorer = ModelScorer(self.model, self.tokenizer, self.model_cfg.lookback)
         while self.progress.epoch < self.cfg.epochs:
             if self.progress.wait >= self.cfg.patience:
                 return "early stop"
@@ -337,9 +342,20 @@ class Trainer:
         return "early stop" if self.progress.wait >= self.cfg.patience else "done"
 
 
+def flag_text(value) -> str:
+    """An architecture setting as its flag takes it: true/false, 1,2,4,8 or none."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value)) or "none"
+    return str(value)
+
+
 def check_same_architecture(saved: dict, model_cfg: ModelConfig) -> None:
     given = model_cfg.to_dict()
-    diffs = [f"{flag} {str(saved[k]).lower() if k == 'reset_after' else saved[k]}"
+    saved = dict(saved)
+    saved["lookback"] = tuple(saved.get("lookback", ()))  # runs from before form context: none
+    diffs = [f"{flag} {flag_text(saved.get(k))}"
              for k, flag in ARCHITECTURE_FLAGS.items() if saved.get(k) != given[k]]
     if saved.get("vocab_size") != given["vocab_size"]:
         raise UsageError("--resume: the dataset's vocabulary differs from the saved model's")

@@ -11,7 +11,11 @@ class WindowSampler:
     """Random windows of ``seq_len + 1`` tokens from a token array, randomly transposed.
 
     Each batch is gathered with one fancy index into the memory-mapped array,
-    so the collection is never loaded as Python objects.
+    so the collection is never loaded as Python objects. With ``context`` (the
+    form context of every token, ``melody.context.data_context``) the inputs
+    are a dict of tokens and context, the lookback tokens transposed with their
+    window; the context of a window's first token reaches back before the
+    window, to the start of its piece.
 
     >>> tables = np.arange(6, dtype=np.int32)[None]
     >>> x, y = next(WindowSampler(np.arange(6), 3, 2, tables).batches(seed=0))
@@ -19,13 +23,18 @@ class WindowSampler:
     ((2, 3), True)
     """
 
-    def __init__(self, tokens: np.ndarray, seq_len: int, batch_size: int, tables: np.ndarray):
+    def __init__(self, tokens: np.ndarray, seq_len: int, batch_size: int, tables: np.ndarray,
+                 context=None):
         if len(tokens) < seq_len + 1:
             raise ValueError(f"need at least {seq_len + 1} tokens, got {len(tokens)}")
         self.tokens = tokens
         self.seq_len = seq_len
         self.batch_size = batch_size
         self.tables = tables
+        self.context = context
+        if context is not None:  # lookback ids also hold NONE (= vocabulary size): kept as it is
+            none = np.full((len(tables), 1), tables.shape[1], tables.dtype)
+            self.lookback_tables = np.concatenate([tables, none], axis=1)
 
     def batches(self, seed):
         """Endless (inputs, targets) int32 batches of shape [batch, seq_len]."""
@@ -34,10 +43,19 @@ class WindowSampler:
         last_start = len(self.tokens) - self.seq_len - 1
         while True:
             starts = rng.integers(0, last_start + 1, size=self.batch_size)
-            windows = np.asarray(self.tokens[starts[:, None] + span], dtype=np.int32)
+            at = starts[:, None] + span
+            windows = np.asarray(self.tokens[at], dtype=np.int32)
             shifts = rng.integers(0, len(self.tables), size=self.batch_size)
             windows = self.tables[shifts[:, None], windows]
-            yield windows[:, :-1], windows[:, 1:]
+            if self.context is None:
+                yield windows[:, :-1], windows[:, 1:]
+                continue
+            lookback, position, bar = self.context
+            at = at[:, :-1]
+            back = self.lookback_tables[shifts[:, None, None], lookback[at].astype(np.int32)]
+            yield ({"tokens": windows[:, :-1], "lookback": back,
+                    "position": position[at].astype(np.int32), "bar": bar[at].astype(np.int32)},
+                   windows[:, 1:])
 
     def dataset(self, seed):
         """What ``fit`` reads: a prefetching tf.data pipeline under TensorFlow,
@@ -48,8 +66,13 @@ class WindowSampler:
             return self.batches(seed)
         tf = tensorflow()
         spec = tf.TensorSpec((self.batch_size, self.seq_len), tf.int32)
+        inputs = spec
+        if self.context is not None:
+            distances = self.context[0].shape[1]
+            inputs = {"tokens": spec, "position": spec, "bar": spec,
+                      "lookback": tf.TensorSpec((self.batch_size, self.seq_len, distances), tf.int32)}
         ds = tf.data.Dataset.from_generator(
-            lambda: self.batches(seed), output_signature=(spec, spec)
+            lambda: self.batches(seed), output_signature=(inputs, spec)
         )
         return ds.prefetch(4)
 
