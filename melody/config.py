@@ -27,6 +27,9 @@ DEFAULT_PROGRAM = 0  # General MIDI program (piano)
 DEFAULT_NOTES = 64  # length of a generated melody without --notes or --bars
 EVALUATE_SAMPLES = 100  # melodies generated for the musicality statistics
 SECTION_BARS = 4  # bars of each section of a form when no length is given
+PRETRAINED = "pretrained"  # train --from's name for the model shipped inside the package
+SMALL_COLLECTION = 50  # pieces below which prepare and train suggest fine-tuning
+FINE_TUNE_LEARNING_RATE = 5e-4  # train --from's learning rate unless one is given
 MAX_SECTIONS = 16
 
 

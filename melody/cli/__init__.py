@@ -42,7 +42,9 @@ from melody.config import (  # noqa: E402
     DEFAULT_PROGRAM,
     DEFAULT_TEMPO,
     EVALUATE_SAMPLES,
+    FINE_TUNE_LEARNING_RATE,
     GENERATED,
+    PRETRAINED,
     SECTION_BARS,
     STRATEGIES,
     ModelConfig,
@@ -120,21 +122,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=str(corpus.DATASET),
                    help="prepared dataset folder, or music files folder (prepared on the fly)")
     p.add_argument("--out", default=None, help="model folder (default: models/NAME-of-data)")
+    p.add_argument("--from", dest="parent", default=None, metavar="pretrained|MODEL_DIR",
+                   help="fine-tune a model instead of starting from random weights: "
+                        f"'{PRETRAINED}' (the model shipped inside the package) or a model "
+                        "folder; its architecture and tokenizer are kept")
     p.add_argument("--epochs", type=positive_int, default=TrainConfig.epochs,
                    help="maximum number of epochs")
-    p.add_argument("--units", type=positive_int, default=ModelConfig.units, help="GRU units per layer")
-    p.add_argument("--layers", type=positive_int, default=ModelConfig.layers,
-                   help="number of GRU layers")
-    p.add_argument("--embedding", type=positive_int, default=ModelConfig.embedding,
-                   help="token embedding size")
-    p.add_argument("--dropout", type=fraction, default=ModelConfig.dropout,
-                   help="dropout after each GRU layer")
+    # Architecture flags (and the learning rate) are absent unless given, so that
+    # --from and --resume can tell a flag given from a default.
+    unset = argparse.SUPPRESS
+    p.add_argument("--units", type=positive_int, default=unset,
+                   help=f"GRU units per layer (default: {ModelConfig.units})")
+    p.add_argument("--layers", type=positive_int, default=unset,
+                   help=f"number of GRU layers (default: {ModelConfig.layers})")
+    p.add_argument("--embedding", type=positive_int, default=unset,
+                   help=f"token embedding size (default: {ModelConfig.embedding})")
+    p.add_argument("--dropout", type=fraction, default=unset,
+                   help=f"dropout after each GRU layer (default: {ModelConfig.dropout})")
+    p.add_argument("--lookback", type=bar_distances, default=unset,
+                   help="form context: the model also reads what came at the same place this "
+                        "many bars back (comma-separated), or none (default: "
+                        f"{','.join(map(str, ModelConfig.lookback))})")
+    p.add_argument("--reset-after", choices=("true", "false"), default=unset,
+                   help="GRU variant: true runs on cuDNN; false is the textbook cell "
+                        f"(default: {str(ModelConfig.reset_after).lower()})")
     p.add_argument("--seq-len", type=positive_int, default=TrainConfig.seq_len,
                    help="tokens per training window")
     p.add_argument("--batch-size", type=positive_int, default=TrainConfig.batch_size,
                    help="windows per batch")
-    p.add_argument("--learning-rate", type=positive_float, default=TrainConfig.learning_rate,
-                   help="Adam learning rate")
+    p.add_argument("--learning-rate", type=positive_float, default=unset,
+                   help=f"Adam learning rate (default: {TrainConfig.learning_rate:g}, "
+                        f"{FINE_TUNE_LEARNING_RATE:g} with --from)")
     p.add_argument("--patience", type=positive_int, default=TrainConfig.patience,
                    help="epochs without validation improvement before stopping "
                         "(each such epoch also halves the learning rate)")
@@ -143,19 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "at least 50)")
     p.add_argument("--seed", type=non_negative_int, default=TrainConfig.seed, help="random seed")
     p.add_argument("--resume", action="store_true",
-                   help="continue the run saved in --out from its last checkpoint "
-                        "(same architecture flags; Ctrl-C once saves one, twice aborts)")
+                   help="continue the run saved in --out from its last checkpoint, with its "
+                        "architecture (Ctrl-C once saves one, twice aborts)")
     p.add_argument("--strategy", choices=STRATEGIES, default=TrainConfig.strategy,
                    help="tf.distribute strategy: mirrored = all local GPUs; multi-worker "
                         "(TF_CONFIG) is refused: Keras 3 cannot fit with it "
                         "(github.com/keras-team/keras/issues/20585)")
-    p.add_argument("--lookback", type=bar_distances,
-                   default=",".join(map(str, ModelConfig.lookback)),
-                   help="form context: the model also reads what came at the same place this "
-                        "many bars back (comma-separated), or none")
-    p.add_argument("--reset-after", choices=("true", "false"),
-                   default=str(ModelConfig.reset_after).lower(),
-                   help="GRU variant: true runs on cuDNN; false is the textbook cell")
     add_json(p)
 
     # generate -------------------------------------------------------------------
@@ -247,13 +258,14 @@ def _prepare(args):
 def _train(args):
     from melody.training import summary_text, train
 
-    result = train(args.data, args.out, resume=args.resume, epochs=args.epochs, units=args.units,
-                   layers=args.layers, embedding=args.embedding, dropout=args.dropout,
-                   reset_after=args.reset_after == "true", lookback=args.lookback,
-                   seq_len=args.seq_len,
-                   batch_size=args.batch_size, learning_rate=args.learning_rate,
+    given = {k: getattr(args, k) for k in ("units", "layers", "embedding", "dropout", "lookback",
+                                            "reset_after", "learning_rate") if hasattr(args, k)}
+    if "reset_after" in given:
+        given["reset_after"] = given["reset_after"] == "true"
+    result = train(args.data, args.out, resume=args.resume, parent=args.parent,
+                   epochs=args.epochs, seq_len=args.seq_len, batch_size=args.batch_size,
                    patience=args.patience, steps_per_epoch=args.steps_per_epoch, seed=args.seed,
-                   strategy=args.strategy)
+                   strategy=args.strategy, **given)
     return result, summary_text(result)
 
 

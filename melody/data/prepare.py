@@ -21,7 +21,7 @@ from array import array
 from pathlib import Path
 
 from melody.backend import usable_cores
-from melody.config import PrepareConfig
+from melody.config import SMALL_COLLECTION, PrepareConfig
 from melody.data.cache import Cache
 from melody.data.dataset import SPLITS, default_folder, is_dataset, write_manifest
 from melody.data.discover import Found, discover
@@ -322,4 +322,20 @@ def summary_text(r: dict) -> str:
                      "(not music by their suffix)")
     for folder in r["unreadable_folders"]:
         lines.append(f"  could not list {folder['path']}: {folder['detail']}")
+    advice = small_collection_advice(r["train_pieces"], r["val_pieces"])
+    if advice:
+        lines.append(f"  {advice}")
     return "\n".join(lines)
+
+
+def small_collection_advice(train_pieces: int, val_pieces: int) -> str | None:
+    """What to expect of a collection too small to train a model from scratch."""
+    if train_pieces + val_pieces >= SMALL_COLLECTION:
+        return None
+    if not val_pieces:
+        return (f"{train_pieces} piece{'s' if train_pieces != 1 else ''} and none held out: "
+                "training needs at least 2 pieces, one of them to check the model on")
+    return (f"a small collection: fine-tune the shipped model on it (train --from pretrained), "
+            f"which learns far more from {train_pieces + val_pieces} pieces than a model trained "
+            f"from scratch; the validation score of {val_pieces} piece"
+            f"{'s' if val_pieces != 1 else ''} is a rough guide")

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 from pathlib import Path
 
-from melody.config import MODELS, ModelConfig, TrainConfig
+from melody.config import (
+    FINE_TUNE_LEARNING_RATE,
+    MODELS,
+    PRETRAINED,
+    ModelConfig,
+    TrainConfig,
+)
 from melody.data import resolve_data
 from melody.errors import UsageError
 from melody.model import flops_per_token
-from melody.modelfolder import MODEL_FILE
+from melody.modelfolder import MODEL_FILE, ModelFolder
 from melody.training.checkpoints import checkpoint_dir, list_checkpoints
 from melody.training.strategy import make_strategy
 from melody.training.trainer import ARCHITECTURE_FLAGS, StopRequest, Trainer, flag_text
@@ -29,7 +36,7 @@ MODEL_SETTINGS = tuple(f.name for f in dataclasses.fields(ModelConfig) if f.name
 TRAIN_SETTINGS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 
 
-def train(data=None, out=None, *, resume: bool = False, **settings) -> dict:
+def train(data=None, out=None, *, resume: bool = False, parent=None, **settings) -> dict:
     """Train a model on ``data`` into the folder ``out``; return the summary (the
     ``--json`` of ``train``).
 
@@ -37,11 +44,14 @@ def train(data=None, out=None, *, resume: bool = False, **settings) -> dict:
     fly); the default is the built-in folk corpus. ``out`` defaults to
     ``models/NAME`` of the dataset. ``settings`` are the fields of
     ``ModelConfig`` (``units``, ``layers``, ``embedding``, ``dropout``,
-    ``reset_after``) and ``TrainConfig`` (``epochs``, ``seq_len``,
+    ``reset_after``, ``lookback``) and ``TrainConfig`` (``epochs``, ``seq_len``,
     ``batch_size``, ``learning_rate``, ``patience``, ``steps_per_epoch``,
-    ``seed``, ``strategy``). ``resume`` continues the run saved in ``out``.
-    The first Ctrl-C stops after the current batch and saves (then
-    KeyboardInterrupt); the second aborts.
+    ``seed``, ``strategy``). ``resume`` continues the run saved in ``out``
+    (its architecture as saved). ``parent`` (a model folder, or "pretrained"
+    for the shipped model) fine-tunes that model: its weights, tokenizer and
+    architecture, a lower learning rate by default (``FINE_TUNE_LEARNING_RATE``),
+    and its score on this data as the score to beat. The first Ctrl-C stops
+    after the current batch and saves (then KeyboardInterrupt); the second aborts.
     """
     from melody import corpus
     from melody.backend import tune_cpu_threads
@@ -49,15 +59,25 @@ def train(data=None, out=None, *, resume: bool = False, **settings) -> dict:
     unknown = sorted(set(settings) - set(MODEL_SETTINGS) - set(TRAIN_SETTINGS))
     if unknown:
         raise TypeError(f"train() got unknown settings: {', '.join(unknown)}")
+    if parent is not None and resume:
+        raise UsageError("--from starts a run from another model and --resume continues the run "
+                         "in --out (which keeps its parent): give one of them")
     data = corpus.DATASET if data is None else data
     dataset = resolve_data(data)
     out = Path(out) if out else MODELS / dataset.folder.name
-    model_cfg = ModelConfig(vocab_size=dataset.tokenizer.vocab_size,
-                            **{k: v for k, v in settings.items() if k in MODEL_SETTINGS})
-    train_cfg = TrainConfig(**{k: v for k, v in settings.items() if k in TRAIN_SETTINGS})
     check_out_folder(out, resume)
+    given = {k: v for k, v in settings.items() if k in MODEL_SETTINGS}
+    if parent is not None:
+        parent = open_parent(parent, dataset, given)
+        model_cfg = parent.model_config
+        settings.setdefault("learning_rate", FINE_TUNE_LEARNING_RATE)
+    else:
+        saved = saved_architecture(out) if resume else None
+        model_cfg = (dataclasses.replace(saved, **given) if saved is not None
+                     else ModelConfig(vocab_size=dataset.tokenizer.vocab_size, **given))
+    train_cfg = TrainConfig(**{k: v for k, v in settings.items() if k in TRAIN_SETTINGS})
     tune_cpu_threads()  # before TensorFlow runs anything
-    trainer = Trainer(dataset, out, model_cfg, train_cfg)
+    trainer = Trainer(dataset, out, model_cfg, train_cfg, parent)
     strategy = make_strategy(train_cfg.strategy)
     if resume:
         trainer.resume(strategy)
@@ -73,13 +93,37 @@ def train(data=None, out=None, *, resume: bool = False, **settings) -> dict:
 
 
 def resume_command(data, out: Path, model_cfg: ModelConfig) -> str:
-    """The command that continues this run: the architecture flags that differ from the defaults."""
-    words = ["python app.py train", f"--data {data}", f"--out {out}", "--resume"]
-    for key, flag in ARCHITECTURE_FLAGS.items():
-        value = getattr(model_cfg, key)
-        if value != getattr(ModelConfig, key):
-            words.append(f"{flag} {flag_text(value)}")
-    return " ".join(words)
+    """The command that continues this run (its architecture is read from the checkpoint)."""
+    return f"python app.py train --data {data} --out {out} --resume"
+
+
+def saved_architecture(out: Path) -> ModelConfig | None:
+    """The architecture of the newest checkpoint in ``out`` (None when none can be
+    read: ``Trainer.resume`` then says why)."""
+    for path in reversed(list_checkpoints(out)):
+        try:
+            saved = dict(json.loads(path.with_suffix(".json").read_text())["model"])
+            saved.setdefault("lookback", [])  # runs from before form context: none
+            return ModelConfig.from_dict(saved)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return None
+
+
+def open_parent(parent, dataset, given: dict) -> ModelFolder:
+    """The model to fine-tune, checked against the data and the flags given: a
+    fine-tuned model keeps its parent's tokenizer and architecture."""
+    folder = ModelFolder(None if str(parent) == PRETRAINED else parent)
+    if dataset.tokenizer != folder.tokenizer:
+        raise UsageError(f"{dataset.folder} was tokenised with other settings than the model "
+                         f"{folder.path}; prepare it again with this version of melody")
+    changed = {k: v for k, v in given.items() if v != getattr(folder.model_config, k)}
+    if changed:
+        drop = " ".join(f"{ARCHITECTURE_FLAGS.get(k, k)} {flag_text(v)}" for k, v in changed.items())
+        keep = ", ".join(f"{ARCHITECTURE_FLAGS.get(k, k)} {flag_text(getattr(folder.model_config, k))}"
+                         for k in changed)
+        raise UsageError(f"--from keeps the architecture of {folder.path} ({keep}); drop {drop}")
+    return folder
 
 
 def train_result(trainer: Trainer) -> dict:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from melody.config import ModelConfig, TrainConfig
+from melody.config import SMALL_COLLECTION, ModelConfig, TrainConfig
 from melody.context import data_context
 from melody.data import Dataset
 from melody.errors import UsageError
@@ -117,6 +117,7 @@ class Progress:
     history: list = dataclasses.field(default_factory=list)
     train_seconds: float = 0.0
     train_tokens: int = 0
+    parent: dict | None = None  # the model fine-tuned: {"folder", "weights_digest"}
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -130,8 +131,10 @@ class Progress:
 class Trainer:
     """One training run into one model folder."""
 
-    def __init__(self, dataset: Dataset, out: Path, model_cfg: ModelConfig, train_cfg: TrainConfig):
+    def __init__(self, dataset: Dataset, out: Path, model_cfg: ModelConfig, train_cfg: TrainConfig,
+                 parent: ModelFolder | None = None):
         self.dataset = dataset
+        self.parent = parent  # fine-tuning: the model whose weights it starts from
         self.out = out
         self.model_cfg = model_cfg
         self.cfg = train_cfg
@@ -139,8 +142,16 @@ class Trainer:
         self.train_data = dataset.split("train")
         self.val_data = dataset.split("val")
         if len(self.val_data) == 0:
+            if len(self.train_data) < 2:
+                raise UsageError(f"dataset {dataset.folder} has {len(self.train_data)} piece and "
+                                 "none held out for validation: training needs at least 2 "
+                                 "pieces, one of them to check the model on")
             raise UsageError(f"dataset {dataset.folder} has no validation pieces; "
                              "prepare it with a larger --val-fraction")
+        if parent is None and len(self.train_data) + len(self.val_data) < SMALL_COLLECTION:
+            print(f"note: {dataset.folder} has {len(self.train_data) + len(self.val_data)} pieces: "
+                  "a model trained from scratch learns little from so few; --from pretrained "
+                  "fine-tunes the shipped model on them instead", file=sys.stderr)
         self.seq_len = min(train_cfg.seq_len, len(self.train_data.tokens) - 1)
         if self.seq_len < 2:
             raise UsageError(f"dataset {dataset.folder} has too few training tokens "
@@ -158,7 +169,8 @@ class Trainer:
             context = data_context(self.train_data, self.tokenizer, model_cfg.lookback)
         self.sampler = WindowSampler(self.train_data.tokens, self.seq_len, train_cfg.batch_size,
                                      transpose_tables(self.tokenizer, train_cfg), context)
-        self.progress = Progress(learning_rate=train_cfg.learning_rate)
+        self.progress = Progress(learning_rate=train_cfg.learning_rate, parent=parent and {
+            "folder": str(parent.path), "weights_digest": parent.weights_digest})
         self.best_weights = None
         self.replicas = 1
         self.originality_saved = False
@@ -171,6 +183,8 @@ class Trainer:
         keras().utils.set_random_seed(self.cfg.seed)
         with strategy.scope():
             self.model = compiled_model(self.model_cfg, self.cfg)
+            if self.parent is not None:
+                self.model.set_weights(self.parent.keras_model().get_weights())
 
     def resume(self, strategy):
         self.replicas = strategy.num_replicas_in_sync
@@ -228,6 +242,22 @@ class Trainer:
             "tokens_per_second": self.tokens_per_second,
         })
 
+    def score_parent(self, scorer) -> None:
+        """Fine-tuning starts from the parent's weights: their score on this validation
+        split is epoch 0 of the history and the score to beat, so a fine-tuned model
+        is never worse than its parent here."""
+        scores = self.validate(scorer)
+        p = self.progress
+        p.best, p.best_epoch = scores["bits_per_note"], 0
+        self.best_weights = self.model.get_weights()
+        p.history.append({
+            "epoch": 0, "val_bits_per_note": scores["bits_per_note"],
+            "val_bits_per_token": scores["bits_per_token"],
+            "val_pitch_bits_per_note": scores["pitch_bits_per_note"], "learning_rate": None,
+            "tokens_per_second": None})
+        print(f"parent {p.parent['folder']}: val bits/note {scores['bits_per_note']:.4f} on "
+              f"{self.dataset.folder} before fine-tuning", file=sys.stderr, flush=True)
+
     @property
     def tokens_per_second(self) -> float:
         return self.progress.train_tokens / max(self.progress.train_seconds, 1e-9)
@@ -273,6 +303,7 @@ class Trainer:
             "history": p.history,
             "metrics": metrics,
             "key_prior": self.key_prior(),
+            **({"parent": p.parent} if p.parent else {}),
         }
 
     def save(self, stopped: bool = False) -> None:
@@ -313,6 +344,8 @@ class Trainer:
         callbacks = [_stop_callback(stop)]
         board = scalar_log(self.out / "logs")
         scorer = ModelScorer(self.model, self.tokenizer, self.model_cfg.lookback)
+        if self.progress.parent and not self.progress.history:
+            self.score_parent(scorer)
         while self.progress.epoch < self.cfg.epochs:
             if self.progress.wait >= self.cfg.patience:
                 return "early stop"
