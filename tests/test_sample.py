@@ -14,15 +14,29 @@ from melody.tokenizer import BAR, BOS, EOS, Tokenizer
 TOK = Tokenizer()
 
 
+def randomised(model, seed: int, scale: float = 0.5):
+    """``model`` with every weight drawn at random, biases included: Keras starts
+    biases at zero, which would hide a bias read from the wrong place."""
+    rng = np.random.default_rng(seed)
+    for w in model.weights:
+        w.assign(rng.normal(scale=scale, size=w.shape).astype(np.float32))
+    return model
+
+
+def random_model_folder(folder, reset_after: bool, layers: int, seed: int = 0):
+    """(keras model, folder) of a tiny GRU with random weights, saved as a model folder."""
+    cfg = ModelConfig(vocab_size=TOK.vocab_size, embedding=8, units=16, layers=layers,
+                      reset_after=reset_after)
+    model = randomised(build_model(cfg), seed)
+    save_model_folder(folder, model, TOK, {"model": cfg.to_dict()})
+    return model, folder
+
+
 @pytest.fixture(scope="module", params=[True, False], ids=["reset_after", "textbook"])
 def tiny(request, tmp_path_factory):
     """(keras model, folder) of a tiny 2-layer GRU with random weights."""
-    cfg = ModelConfig(vocab_size=TOK.vocab_size, embedding=8, units=16, layers=2,
-                      reset_after=request.param)
-    model = build_model(cfg)
-    folder = tmp_path_factory.mktemp(f"model_{request.param}")
-    save_model_folder(folder, model, TOK, {"model": cfg.to_dict()})
-    return model, folder
+    return random_model_folder(tmp_path_factory.mktemp(f"model_{request.param}"),
+                               request.param, layers=2)
 
 
 @pytest.fixture(scope="module")
@@ -30,13 +44,23 @@ def gru(tiny):
     return ModelFolder(tiny[1]).network
 
 
-def test_numpy_logits_equal_keras_for_a_whole_sequence(tiny, gru):
-    model, _ = tiny
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("reset_after", [True, False], ids=["reset_after", "textbook"])
+def test_numpy_logits_equal_keras_for_a_whole_sequence(reset_after, layers, tmp_path):
+    """The weights read from model.keras, run one step at a time with the state
+    carried, give Keras's logits: every kernel and every bias in its place."""
+    model, folder = random_model_folder(tmp_path, reset_after, layers, seed=layers)
+    gru = ModelFolder(folder).network
+    assert len(gru.layers) == layers and all(g.reset_after == reset_after for g in gru.layers)
+    # Every bias is non-zero, so one read from the wrong place changes the logits.
+    biases = [g.bias for g in gru.layers] + [gru.logits_bias]
+    biases += [g.recurrent_bias for g in gru.layers if reset_after]
+    assert all(np.abs(b).min() > 0 for b in biases)
     tokens = np.random.default_rng(0).integers(0, TOK.vocab_size, size=(3, 40))
     expected = model.predict(tokens, verbose=0)
-    got, _ = gru.run(tokens)  # one step at a time, state carried
+    got, _ = gru.run(tokens)
     assert got.shape == expected.shape
-    np.testing.assert_allclose(got, expected, atol=1e-4)
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
 
 
 def test_state_carries_across_calls(gru):
