@@ -24,6 +24,16 @@ import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from melody import __version__, corpus  # noqa: E402
+from melody.cli.flags import (  # noqa: E402
+    fraction,
+    key_name,
+    midi_pitch,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    probability,
+    program_number,
+)
 from melody.config import (  # noqa: E402
     DATASETS,
     DEFAULT_NOTES,
@@ -36,16 +46,6 @@ from melody.config import (  # noqa: E402
     PrepareConfig,
     SampleConfig,
     TrainConfig,
-)
-from melody.cli.flags import (  # noqa: E402
-    fraction,
-    key_name,
-    midi_pitch,
-    non_negative_int,
-    positive_float,
-    positive_int,
-    probability,
-    program_number,
 )
 from melody.errors import RunError, UsageError  # noqa: E402
 
