@@ -6,11 +6,17 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import sys
 from pathlib import Path
 
-import numpy as np
-import pytest
+# The sampler runs here as the command line runs it: melody.cli keeps NumPy's BLAS to one
+# thread (a GRU step is a few small products; more threads only wait for each other, and a
+# busy 2-core machine makes that many times slower). It counts only before NumPy loads.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # midi_factory, for every test module
 
