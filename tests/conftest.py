@@ -84,11 +84,16 @@ def write_midi_tunes(folder: Path, count: int) -> None:
 def make_dataset(folder: Path, pieces: int = 120, seed: int = 0) -> Path:
     """A prepared dataset of folk-like tunes, a tenth of them for validation."""
     rng = np.random.default_rng(seed)
-    encoded = [TOK.encode(folk_like_tune(rng)) for _ in range(pieces)]
-    folder.mkdir(parents=True)
+    tunes = [folk_like_tune(rng) for _ in range(pieces)]
     n_val = pieces // 10
-    write_split(folder, "train", TokenData.from_pieces(encoded[n_val:]))
-    write_split(folder, "val", TokenData.from_pieces(encoded[:n_val]))
+    return dataset_of(folder, tunes[n_val:], tunes[:n_val], seed)
+
+
+def dataset_of(folder: Path, train: list, val: list, seed: int = 0) -> Path:
+    """A prepared dataset of these ``train`` and ``val`` melodies."""
+    folder.mkdir(parents=True)
+    for name, melodies in (("train", train), ("val", val)):
+        write_split(folder, name, TokenData.from_pieces([TOK.encode(m) for m in melodies]))
     TOK.save(folder / "tokenizer.json")
     write_manifest(folder, {"sources": ["synthetic"], "seed": seed})
     return folder

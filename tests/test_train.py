@@ -10,10 +10,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, TINY, folk_like_tune, make_dataset, run_cli, write_midi_tunes
+from conftest import (
+    ROOT,
+    TINY,
+    dataset_of,
+    folk_like_tune,
+    make_dataset,
+    run_cli,
+    write_midi_tunes,
+)
 
 from melody.backend import usable_cores
 from melody.data import load_dataset
+from melody.notes import Key, Melody
 from melody.tokenizer import Tokenizer
 
 
@@ -113,6 +122,73 @@ def test_existing_model_is_not_overwritten(trained, dataset):
     assert code == 2
     assert "already holds a model" in err and "--resume" in err
     assert len(err.strip().splitlines()) == 1
+
+
+# -- early stopping, the plateau rule, the best weights kept -------------------------------
+def unheard_tune(rng, n: int = 12) -> Melody:
+    """Nothing like the training tunes: pitches below any transposition of them, notes
+    of 5 steps, rests of 2, in 6/8 and minor. The more a model learns the folk-like
+    tunes, the less it expects these."""
+    pitches = rng.integers(36, 46, n)
+    return Melody(pitches, np.arange(n) * 7, [5] * n, key=Key(int(pitches[0]) % 12, "minor"),
+                  time_signature=(6, 8))
+
+
+@pytest.fixture(scope="module")
+def diverging(tmp_path_factory):
+    """A run whose validation score only gets worse after its first epoch: (folder, JSON
+    result, stderr, the dataset)."""
+    rng = np.random.default_rng(0)
+    root = tmp_path_factory.mktemp("diverging")
+    data = dataset_of(root / "data", [folk_like_tune(rng) for _ in range(60)],
+                      [unheard_tune(rng) for _ in range(6)])
+    code, result, err = run_cli("train", "--data", data, "--out", root / "m", *TINY,
+                                "--epochs", 8, "--steps-per-epoch", 20, "--patience", 2,
+                                "--learning-rate", 0.01, "--json")
+    assert code == 0, err
+    return root / "m", result, err, data
+
+
+def test_training_stops_after_patience_epochs_without_improvement(diverging):
+    folder, result, err, _ = diverging
+    history = json.loads((folder / "config.json").read_text())["history"]
+    scores = [h["val_bits_per_note"] for h in history]
+    assert [h["epoch"] for h in history] == [1, 2, 3]  # of 8: epochs 2 and 3 were worse
+    assert min(scores) == scores[0] < min(scores[1:])
+    assert (result["epochs"], result["best_epoch"], result["ending"]) == (3, 1, "early stop")
+    assert result["epochs_without_improvement"] == 2
+    assert "for 3 epochs (no improvement for 2 epochs)" in err
+
+
+def test_the_learning_rate_halves_after_each_epoch_without_improvement(diverging):
+    folder = diverging[0]
+    history = json.loads((folder / "config.json").read_text())["history"]
+    assert [h["learning_rate"] for h in history] == [0.01, 0.01, 0.005]
+    state = json.loads((folder / "checkpoints" / "epoch-003.json").read_text())
+    assert state["progress"]["learning_rate"] == 0.0025  # what --resume would go on with
+
+
+def test_the_model_folder_keeps_the_best_epochs_weights_not_the_last(diverging):
+    from melody.modelfolder import ModelFolder
+    from melody.scoring import ModelScorer
+    from melody.training.checkpoints import load_checkpoint
+
+    folder, result, _, data = diverging
+    config = json.loads((folder / "config.json").read_text())
+    history = config["history"]
+    ds = load_dataset(data)
+
+    def score(model):
+        return ModelScorer(model, ds.tokenizer).score(ds.split("val")).report()["bits_per_note"]
+
+    kept = score(ModelFolder(folder).keras_model())
+    assert kept == pytest.approx(history[0]["val_bits_per_note"], rel=1e-5)
+    assert kept == pytest.approx(result["val_bits_per_note"], rel=1e-5)
+    assert config["metrics"]["best_epoch"] == 1
+    last, state = load_checkpoint(folder)  # the checkpoint goes on from the last epoch
+    assert state["epoch"] == 3
+    assert score(last) == pytest.approx(history[2]["val_bits_per_note"], rel=1e-5)
+    assert kept < history[2]["val_bits_per_note"] - 1
 
 
 # -- resuming -----------------------------------------------------------------------------
