@@ -286,6 +286,31 @@ def test_resume_after_kill_mid_epoch(trained, dataset, tmp_path):
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]
 
 
+def test_resume_after_a_kill_that_follows_epochs_of_the_resumed_run(trained, dataset, tmp_path):
+    """The resumed run trains and saves epochs of its own, then is killed: the next
+    resume starts from the epochs that run finished, not from where it began."""
+    folder = copy_run(trained, tmp_path)
+    proc = spawn(ROOT / "app.py", "train", "--data", dataset, "--out", folder, *TINY,
+                 "--epochs", 6, "--steps-per-epoch", 40, "--resume", cwd=tmp_path)
+    seen = wait_for_line(proc, "epoch 4: val bits/note")  # printed once epoch 4 is saved
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert not any(line.startswith("epoch 1:") for line in seen)  # epochs 1-3 were not redone
+    killed = json.loads((folder / "config.json").read_text())["history"]
+    done = len(killed)  # 4, or 5 if epoch 5 ended before the kill landed
+    assert done >= 4 and [h["epoch"] for h in killed] == list(range(1, done + 1))
+
+    code, result, err = run_cli("train", "--data", dataset, "--out", folder, *TINY,
+                                "--epochs", 6, "--steps-per-epoch", 40, "--resume", "--json")
+    assert code == 0, err
+    history = json.loads((folder / "config.json").read_text())["history"]
+    assert history[:done] == killed  # the killed run's own epochs are kept, not trained again
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5, 6]
+    assert f"epoch {done}: val" not in err and f"epoch {done + 1}: val" in err
+    assert result["epochs"] == 6
+    assert result["val_bits_per_note"] == min(h["val_bits_per_note"] for h in history)
+
+
 # -- the input pipeline --------------------------------------------------------------------
 def test_windows_are_transposed_slices_of_the_stream():
     from melody.config import TrainConfig
