@@ -110,6 +110,15 @@ def tiny_model(folder: Path, vocab: int = TOK.vocab_size, config_vocab: int | No
     return folder
 
 
+def randomised(model, seed: int, scale: float = 0.5):
+    """``model`` with every weight drawn at random, biases included: Keras starts
+    biases at zero, which would hide a bias read from the wrong place."""
+    rng = np.random.default_rng(seed)
+    for w in model.weights:
+        w.assign(rng.normal(scale=scale, size=w.shape).astype(np.float32))
+    return model
+
+
 @pytest.fixture(scope="module")
 def model_folder(tmp_path_factory) -> Path:
     """A tiny untrained model folder."""

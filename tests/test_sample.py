@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import randomised
 
 from melody.model import ModelConfig, build_model
 from melody.modelfolder import ModelFolder, save_model_folder
@@ -12,15 +13,6 @@ from melody.sample import SampleConfig, draw, key_prior, next_token_probs, sampl
 from melody.tokenizer import BAR, BOS, EOS, Tokenizer
 
 TOK = Tokenizer()
-
-
-def randomised(model, seed: int, scale: float = 0.5):
-    """``model`` with every weight drawn at random, biases included: Keras starts
-    biases at zero, which would hide a bias read from the wrong place."""
-    rng = np.random.default_rng(seed)
-    for w in model.weights:
-        w.assign(rng.normal(scale=scale, size=w.shape).astype(np.float32))
-    return model
 
 
 def random_model_folder(folder, reset_after: bool, layers: int, seed: int = 0):
