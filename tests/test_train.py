@@ -191,6 +191,46 @@ def test_the_model_folder_keeps_the_best_epochs_weights_not_the_last(diverging):
     assert kept < history[2]["val_bits_per_note"] - 1
 
 
+# -- the textbook GRU (--reset-after false), end to end --------------------------------------
+def test_reset_after_false_trains_generates_and_evaluates(dataset, tmp_path):
+    from melody.modelfolder import ModelFolder
+
+    out = tmp_path / "textbook"
+    code, trained, err = run_cli("train", "--data", dataset, "--out", out, *TINY,
+                                 "--reset-after", "false", "--epochs", 2, "--steps-per-epoch", 30,
+                                 "--json")
+    assert code == 0, err
+    assert trained["val_bits_per_note"] < 0.6 * uniform_bits_per_note(dataset)
+    folder = ModelFolder(out)
+    assert folder.config["model"]["reset_after"] is False
+    keras_model = folder.keras_model()
+    assert keras_model.get_layer("gru_0").get_config()["reset_after"] is False
+    assert keras_model.get_layer("gru_0").weights[2].shape == (3 * 24,)  # one bias, no recurrent one
+    assert [layer.reset_after for layer in folder.network.layers] == [False]
+    # the sampler runs the textbook cell that was trained
+    piece = load_dataset(dataset).split("val").piece(0)[None, :]
+    numpy_logits, _ = folder.network.run(piece)
+    np.testing.assert_allclose(numpy_logits, keras_model.predict(piece, verbose=0), atol=1e-5)
+
+    code, generated, err = run_cli("generate", "--model", out, "-n", 3, "--seed", 2, "--bars", 4,
+                                   "--key", "D", "--out", tmp_path / "melodies", "--json")
+    assert code == 0, err
+    from melody.inputs import read_melody
+
+    assert len(generated["files"]) == 3
+    for f in generated["files"]:
+        melody = read_melody(f["midi"])
+        assert melody.n_notes == f["notes"] > 0
+        assert set((melody.pitches % 12).tolist()) <= Key.parse("D").scale_pitch_classes()
+
+    code, evaluated, err = run_cli("evaluate", "--model", out, "--data", dataset, "--samples", 0,
+                                   "--json")
+    assert code == 0, err
+    assert evaluated["model"]["bits_per_note"] == pytest.approx(trained["val_bits_per_note"],
+                                                                rel=1e-4)
+    assert evaluated["baseline"]["bits_per_note"] > 0
+
+
 # -- resuming -----------------------------------------------------------------------------
 def test_resume_continues_epochs_and_best_score(trained, dataset, tmp_path):
     folder = copy_run(trained, tmp_path)
