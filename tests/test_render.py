@@ -2,6 +2,7 @@
 
 import json
 import os
+import struct
 import subprocess
 import sys
 import wave
@@ -280,11 +281,68 @@ def test_soundfont_without_fluidsynth_says_so(tmp_path, capsys, monkeypatch):
     assert err.strip().count("\n") == 0 and "needs FluidSynth" in err
 
 
-def test_other_soundfont_is_used(tmp_path, capsys):
+def _chunk(tag: bytes, data: bytes) -> bytes:
+    return tag + struct.pack("<I", len(data)) + data + (b"\0" if len(data) % 2 else b"")
+
+
+def _name(text: str) -> bytes:
+    return text.encode("ascii").ljust(20, b"\0")
+
+
+def square_soundfont(path, period: int = 100, rate: int = 44000) -> None:
+    """A SoundFont 2 file of one preset (bank 0, program 0), one instrument on every
+    key, one sample: a looped square wave of rate / period = 440 Hz at key 69 (A4).
+    A square wave has only odd harmonics, at 1/3, 1/5... of the fundamental."""
+    wave_ = np.tile(np.r_[np.full(period // 2, 12000), np.full(period // 2, -12000)], 40)
+    n = len(wave_)
+    pdta = [
+        (b"phdr", _name("square") + struct.pack("<HHHIII", 0, 0, 0, 0, 0, 0)
+         + _name("EOP") + struct.pack("<HHHIII", 0, 0, 1, 0, 0, 0)),
+        (b"pbag", struct.pack("<4H", 0, 0, 1, 0)),
+        (b"pmod", bytes(10)),
+        (b"pgen", struct.pack("<4H", 41, 0, 0, 0)),  # the preset plays instrument 0
+        (b"inst", _name("square") + struct.pack("<H", 0) + _name("EOI") + struct.pack("<H", 1)),
+        (b"ibag", struct.pack("<4H", 0, 0, 3, 0)),
+        (b"imod", bytes(10)),
+        (b"igen", struct.pack("<HBB", 43, 0, 127)  # keys 0-127
+         + struct.pack("<6H", 54, 1, 53, 0, 0, 0)),  # looped; sample 0
+        (b"shdr", _name("square") + struct.pack("<5IBbHH", 0, n, period, n - period, rate, 69,
+                                                 0, 0, 1)
+         + _name("EOS") + bytes(26)),
+    ]
+    info = _chunk(b"LIST", b"INFO" + _chunk(b"ifil", struct.pack("<HH", 2, 1))
+                  + _chunk(b"isng", b"EMU8000\0") + _chunk(b"INAM", b"square\0\0"))
+    samples = np.r_[wave_, np.zeros(46)].astype("<i2").tobytes()  # 46 zeros end a sample
+    sdta = _chunk(b"LIST", b"sdta" + _chunk(b"smpl", samples))
+    pdta = _chunk(b"LIST", b"pdta" + b"".join(_chunk(tag, data) for tag, data in pdta))
+    path.write_bytes(_chunk(b"RIFF", b"sfbk" + info + sdta + pdta))
+
+
+def test_soundfont_changes_the_sound(tmp_path, capsys):
+    """The same A4 through pretty_midi's General MIDI piano and through a square-wave
+    SoundFont: the same pitch, each with its own harmonics."""
     require_fluidsynth()
-    src = write_mid(tmp_path / "tune.mid")
-    code, result, _ = run_cli([src, "--wav", "--soundfont", audio.default_soundfont()], capsys)
-    assert code == 0 and result["files"][0]["synth"] == "fluidsynth"
+    src = write_mid(tmp_path / "tune.mid", make_pm([(A4, 0, 2)]))
+    square = tmp_path / "square.sf2"
+    square_soundfont(square)
+    heard = {}
+    for name, flags in (("default", []), ("piano", ["--soundfont", audio.default_soundfont()]),
+                        ("square", ["--soundfont", square])):
+        code, result, err = run_cli([src, "--wav", "--out", tmp_path / name, *flags], capsys)
+        assert code == 0, err
+        assert result["files"][0]["synth"] == "fluidsynth"
+        heard[name] = read_wav(result["files"][0]["wav"])
+    np.testing.assert_array_equal(heard["default"], heard["piano"])  # the default is that piano
+    assert not np.array_equal(heard["piano"][: len(heard["square"])],
+                              heard["square"][: len(heard["piano"])])
+    for x in heard.values():
+        assert abs(peak_hz(x, 0.1, 0.9) - 440.0) < 3.0
+    harmonic = {name: [level_near(x, k * 440.0, 0.1, 0.9) for k in (2, 3, 5)]
+                for name, x in heard.items()}
+    second, third, fifth = harmonic["square"]
+    assert second < 0.02 and 0.25 < third < 0.42 and 0.12 < fifth < 0.28
+    second, _, fifth = harmonic["piano"]
+    assert second > 0.1 and fifth < 0.05
 
 
 def test_module_loads_no_heavy_libraries():
