@@ -156,6 +156,59 @@ def test_pitch_names():
     assert [pianoroll.pitch_name(p) for p in (60, 61, 69, 21)] == ["C4", "C#4", "A4", "A0"]
 
 
+def drawn_roll(pm, path, monkeypatch):
+    """Write the piano roll of ``pm``; return the image and the figure that was saved."""
+    import matplotlib.figure
+    import matplotlib.image
+
+    saved, savefig = [], matplotlib.figure.Figure.savefig
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig",
+                        lambda fig, *a, **k: (saved.append(fig), savefig(fig, *a, **k))[1])
+    pianoroll.write_png(pm, path)
+    (fig,) = saved
+    return matplotlib.image.imread(path)[..., :3], fig
+
+
+def test_piano_roll_draws_bar_lines_on_the_downbeats_and_names_the_pitches(tmp_path, monkeypatch):
+    """Four bars of 3/4 at 120 BPM (a bar is 1.5 s), C4 to C5: read from the pixels."""
+    pitches = [60, 62, 64, 65, 67, 69, 71, 72, 71, 69, 67, 64]
+    img, fig = drawn_roll(make_pm([(p, i, 1) for i, p in enumerate(pitches)], meter=(3, 4)),
+                          tmp_path / "roll.png", monkeypatch)
+    ax = fig.axes[0]
+    height = img.shape[0]
+
+    def pixel(t, pitch):  # data -> (column, row) of the image
+        x, y = ax.transData.transform((t, pitch))
+        return int(round(x)), int(round(height - y))
+
+    left, top = pixel(0, 74.5)  # the roll spans two semitones around the notes: 58 to 74
+    right, bottom = pixel(6.0, 57.5)
+    bar_grey = np.abs(img - 0x90 / 255).max(axis=2) < 0.03  # the bar lines' colour, #909090
+
+    def bar_line_at(t):
+        x = pixel(t, 60)[0]
+        return bar_grey[top:bottom, x - 1:x + 2].any(axis=1).mean() > 0.6
+
+    assert [bar_line_at(t) for t in (1.5, 3.0, 4.5)] == [True] * 3  # the inner bar lines
+    assert not any(bar_line_at(t) for t in (0.5, 1.0, 2.0, 2.5, 3.5, 4.0, 5.0, 5.5))  # beats
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2", "3", "4"]
+    assert list(ax.get_xticks()) == [0.0, 1.5, 3.0, 4.5]
+
+    named = {59: "B3", 60: "C4", 62: "D4", 64: "E4", 65: "F4", 67: "G4", 69: "A4", 71: "B4",
+             72: "C5", 74: "D5"}
+    assert [t.get_text() for t in ax.get_yticklabels()] == list(named.values())
+    assert list(ax.get_yticks()) == list(named)
+    ink = img.max(axis=2) < 0.5  # text is drawn dark on white
+
+    def label_at(pitch, rows):
+        row = pixel(0, pitch)[1]
+        return ink[row - rows:row + rows + 1, left - 30:left - 6].any()  # not the tick marks
+
+    assert all(label_at(p, 5) for p in named)  # a name left of each white key's row...
+    assert not any(label_at(p, 3) for p in (61, 63, 66, 68, 70, 73))  # ...and none by the black
+    assert (left, right) == (80, 1584) and (top, bottom) == (42, 546)  # the layout's margins
+
+
 # -- MusicXML -------------------------------------------------------------------------
 def test_musicxml_round_trip_keeps_notes_key_meter_and_tempo(tmp_path):
     import music21
