@@ -8,6 +8,7 @@ import io
 import json
 import os
 import sys
+from collections import Counter
 from pathlib import Path
 
 # The sampler runs here as the command line runs it: melody.cli keeps NumPy's BLAS to one
@@ -144,3 +145,48 @@ def run_cli(*argv) -> tuple[int, dict | None, str]:
     text = out.getvalue().strip()
     return code, (json.loads(text.splitlines()[-1]) if code == 0 and text else None), err.getvalue()
 
+
+
+# -- which synthesisers the audio tests ran -------------------------------------------------
+SYNTH_OUTCOMES = {"builtin": Counter(), "fluidsynth": Counter()}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "synth(name): the test renders audio with that synthesiser")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    params = getattr(item, "callspec", None)
+    synth = params.params.get("synth") if params else None
+    synth = synth or next((m.args[0] for m in item.iter_markers("synth")), None)
+    if synth in SYNTH_OUTCOMES and (report.when == "call" or report.outcome != "passed"):
+        SYNTH_OUTCOMES[synth][report.outcome] += 1
+    return report
+
+
+def fluidsynth_version() -> str:
+    """FluidSynth's version as its library reports it, or why it is not usable."""
+    import ctypes
+
+    from melody.outputs import audio
+
+    if not audio.fluidsynth_available():
+        return f"not usable: {audio.fluidsynth_problem()}"
+    version = getattr(audio._fluidsynth_module()[0]._fl, "fluid_version_str", None)
+    if version is None:
+        return "version unknown"
+    version.restype = ctypes.c_char_p
+    return version().decode()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """One line in every run's output (``-q`` too) naming the synthesisers tested."""
+    if not any(SYNTH_OUTCOMES.values()):
+        return
+    names = {"builtin": "built-in synthesiser", "fluidsynth": f"FluidSynth ({fluidsynth_version()})"}
+    parts = [f"{names[synth]}: " + (", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items()))
+                                    or "not run")
+             for synth, counts in SYNTH_OUTCOMES.items()]
+    terminalreporter.write_line("audio tests: " + "; ".join(parts))
