@@ -82,7 +82,9 @@ def test_writes_midi_and_sidecars_with_the_json_keys(capsys, tmp_path, model_fol
         assert pm.instruments[0].program == 40
         assert abs(pm.get_tempo_changes()[1][0] - 90) < 1e-3  # MIDI stores whole microseconds
         assert len(pm.instruments[0].notes) == f["notes"] <= 10
-        assert pm.time_signature_changes or side["time_signature"] is None
+        meter = pm.time_signature_changes
+        assert (f"{meter[0].numerator}/{meter[0].denominator}" if meter else None) == \
+            side["time_signature"]
 
 
 def test_same_seed_same_bytes_other_seed_other_bytes(capsys, tmp_path, model_folder):
@@ -112,9 +114,9 @@ def test_never_overwrites(capsys, tmp_path, model_folder):
     _, second, _ = generate(capsys, *args, "--notes", 5)
     names = [Path(f["midi"]).name for f in second["files"]]
     assert names == ["melody-3-1-2.mid", "melody-3-2-2.mid"]
-    for p in tmp_path.iterdir():
-        if p.name in before:
-            assert (p.read_bytes(), p.stat().st_mtime_ns) == before[p.name]
+    assert len(before) == 4  # two melodies and their sidecars, each still as it was
+    for name, (data, mtime) in before.items():
+        assert ((tmp_path / name).read_bytes(), (tmp_path / name).stat().st_mtime_ns) == (data, mtime)
     assert len(list(tmp_path.iterdir())) == 2 * len(before)
 
 
