@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as `generate` runs (melody/cli.py)
+
 
 import numpy as np  # noqa: E402
 

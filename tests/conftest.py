@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -78,11 +79,16 @@ def write_midi_tunes(folder: Path, count: int) -> None:
 def make_dataset(folder: Path, pieces: int = 120, seed: int = 0) -> Path:
     """A prepared dataset of folk-like tunes, a tenth of them for validation."""
     rng = np.random.default_rng(seed)
-    encoded = [TOK.encode(folk_like_tune(rng)) for _ in range(pieces)]
-    folder.mkdir(parents=True)
+    tunes = [folk_like_tune(rng) for _ in range(pieces)]
     n_val = pieces // 10
-    write_split(folder, "train", TokenData.from_pieces(encoded[n_val:]))
-    write_split(folder, "val", TokenData.from_pieces(encoded[:n_val]))
+    return dataset_of(folder, tunes[n_val:], tunes[:n_val], seed)
+
+
+def dataset_of(folder: Path, train: list, val: list, seed: int = 0) -> Path:
+    """A prepared dataset of these ``train`` and ``val`` melodies."""
+    folder.mkdir(parents=True)
+    for name, melodies in (("train", train), ("val", val)):
+        write_split(folder, name, TokenData.from_pieces([TOK.encode(m) for m in melodies]))
     TOK.save(folder / "tokenizer.json")
     write_manifest(folder, {"sources": ["synthetic"], "seed": seed})
     return folder
@@ -99,10 +105,30 @@ def tiny_model(folder: Path, vocab: int = TOK.vocab_size, config_vocab: int | No
     return folder
 
 
+def randomised(model, seed: int, scale: float = 0.5):
+    """``model`` with every weight drawn at random, biases included: Keras starts
+    biases at zero, which would hide a bias read from the wrong place."""
+    rng = np.random.default_rng(seed)
+    for w in model.weights:
+        w.assign(rng.normal(scale=scale, size=w.shape).astype(np.float32))
+    return model
+
+
 @pytest.fixture(scope="module")
 def model_folder(tmp_path_factory) -> Path:
     """A tiny untrained model folder."""
     return tiny_model(tmp_path_factory.mktemp("model"))
+
+
+def model_inputs(tokens, lookback: tuple = ()):
+    """What a model reads for one piece's ``tokens`` (all of them as inputs): the
+    Keras inputs and the NumPy network's context (None for a model without form context)."""
+    from melody.context import piece_context
+
+    if not lookback:
+        return tokens[None], None
+    context = tuple(c[None] for c in piece_context(tokens, TOK, lookback))
+    return dict(zip(("tokens", "lookback", "position", "bar"), (tokens[None], *context))), context
 
 
 # -- the command line ------------------------------------------------------------------
@@ -124,3 +150,48 @@ def run_cli(*argv) -> tuple[int, dict | None, str]:
     text = out.getvalue().strip()
     return code, (json.loads(text.splitlines()[-1]) if code == 0 and text else None), err.getvalue()
 
+
+
+# -- which synthesisers the audio tests ran -------------------------------------------------
+SYNTH_OUTCOMES = {"builtin": Counter(), "fluidsynth": Counter()}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "synth(name): the test renders audio with that synthesiser")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    params = getattr(item, "callspec", None)
+    synth = params.params.get("synth") if params else None
+    synth = synth or next((m.args[0] for m in item.iter_markers("synth")), None)
+    if synth in SYNTH_OUTCOMES and (report.when == "call" or report.outcome != "passed"):
+        SYNTH_OUTCOMES[synth][report.outcome] += 1
+    return report
+
+
+def fluidsynth_version() -> str:
+    """FluidSynth's version as its library reports it, or why it is not usable."""
+    import ctypes
+
+    from melody.outputs import audio
+
+    if not audio.fluidsynth_available():
+        return f"not usable: {audio.fluidsynth_problem()}"
+    version = getattr(audio._fluidsynth_module()[0]._fl, "fluid_version_str", None)
+    if version is None:
+        return "version unknown"
+    version.restype = ctypes.c_char_p
+    return version().decode()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """One line in every run's output (``-q`` too) naming the synthesisers tested."""
+    if not any(SYNTH_OUTCOMES.values()):
+        return
+    names = {"builtin": "built-in synthesiser", "fluidsynth": f"FluidSynth ({fluidsynth_version()})"}
+    parts = [f"{names[synth]}: " + (", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items()))
+                                    or "not run")
+             for synth, counts in SYNTH_OUTCOMES.items()]
+    terminalreporter.write_line("audio tests: " + "; ".join(parts))

@@ -53,15 +53,18 @@ def test_help_explains_every_flag_with_its_default(command, capsys):
     code, out, _ = run(capsys, command, "--help")
     assert code == 0
     blocks = _help_blocks(out)
-    for action in _subparser(command)._actions:
-        if not action.option_strings or action.dest == "help":
-            continue
+    flags = [a for a in _subparser(command)._actions if a.option_strings and a.dest != "help"]
+    for action in flags:
         for flag in action.option_strings:
             assert flag in out, f"{command} --help does not mention {flag}"
         (block,) = [text for head, text in blocks.items() if action.option_strings[-1] in head]
         assert len(block) > 10, f"{command} {action.option_strings[-1]} is not explained"
-        if action.nargs != 0:  # a switch is off unless given; everything else says its default
-            assert "default" in block, f"{command} {action.option_strings[-1]}: no default in {block!r}"
+    # a switch is off unless given; every flag that takes a value says its default
+    valued = [a for a in flags if a.nargs != 0]
+    assert valued, f"{command} has no flag that takes a value"
+    for action in valued:
+        (block,) = [text for head, text in blocks.items() if action.option_strings[-1] in head]
+        assert "default" in block, f"{command} {action.option_strings[-1]}: no default in {block!r}"
 
 
 def test_a_zero_default_is_shown(capsys):

@@ -5,9 +5,9 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import TINY, make_dataset, run_cli, write_midi_tunes
+from conftest import TINY, TOK, make_dataset, run_cli, tiny_model, write_midi_tunes
 
-from melody.data import load_dataset
+from melody.data import TokenData, load_dataset
 from melody.ngram import NGram, bits_per_token, fit_best
 
 
@@ -110,6 +110,75 @@ def test_padding_never_changes_a_score(model, dataset):
     assert together.pitch_nll_bits == pytest.approx(alone.pitch_nll_bits, rel=1e-5)
 
 
+# -- the rates, computed here without melody.scoring --------------------------------------------
+def rates_by_hand(pieces, nll_bits_of) -> dict:
+    """The three rates from per-token NLL in bits (``nll_bits_of(piece)``: one per token
+    after BOS), counting tokens and notes here."""
+    total = pitch = tokens = notes = 0.0
+    for piece in pieces:
+        nll = nll_bits_of(piece)
+        assert len(nll) == len(piece) - 1  # every token but the given BOS is predicted
+        is_pitch = np.array([TOK.names[t].startswith("PITCH_") for t in piece[1:]])
+        total, pitch = total + nll.sum(), pitch + nll[is_pitch].sum()
+        tokens, notes = tokens + len(nll), notes + is_pitch.sum()
+    return {"bits_per_token": total / tokens, "bits_per_note": total / notes,
+            "pitch_bits_per_note": pitch / notes, "tokens": tokens, "notes": notes}
+
+
+def assert_rates(result: dict, expected: dict) -> None:
+    for rate in ("bits_per_token", "bits_per_note", "pitch_bits_per_note"):
+        assert result[rate] == pytest.approx(expected[rate], rel=1e-5), rate
+
+
+def test_a_model_of_known_probabilities_scores_what_they_say(dataset, tmp_path):
+    """All GRU weights zero keep the state at 0, so the logits are the output bias:
+    every token has probability softmax(bias), whatever came before."""
+    from melody.model import ModelConfig, build_model
+
+    model = build_model(ModelConfig(vocab_size=TOK.vocab_size, embedding=8, units=16, layers=1))
+    rng = np.random.default_rng(4)
+    log_p = rng.normal(scale=2.0, size=TOK.vocab_size)
+    log_p -= np.logaddexp.reduce(log_p)
+    for layer in model.layers:
+        for w in layer.weights:
+            zero = layer.name.startswith("gru") or (layer.name == "logits" and w.ndim == 1)
+            w.assign(np.zeros(w.shape, np.float32) if zero else
+                     rng.normal(size=w.shape).astype(np.float32))
+    model.get_layer("logits").weights[1].assign(log_p.astype(np.float32))
+    folder = tiny_model(tmp_path / "known", model=model)
+    code, result, err = run_cli("evaluate", "--model", folder, "--data", dataset,
+                                "--samples", 0, "--json")
+    assert code == 0, err
+    val = list(load_dataset(dataset).split("val").pieces())
+    expected = rates_by_hand(val, lambda piece: -log_p[piece[1:]] / np.log(2))
+    assert_rates(result["model"], expected)
+    assert (result["tokens"], result["notes"], result["pieces"]) == (
+        expected["tokens"], expected["notes"], len(val))
+
+
+def test_rates_are_the_models_predictions_summed_by_hand(evaluated, model, dataset):
+    """Each validation piece scored on its own from model.predict, then summed here."""
+    from melody.context import piece_context
+    from melody.modelfolder import ModelFolder
+
+    folder = ModelFolder(model[0])
+    keras_model, lookback = folder.keras_model(), folder.model_config.lookback
+    assert lookback  # the model reads its form context: built here from each piece
+
+    def nll_bits(piece):
+        tokens = piece[None, :-1].astype(np.int32)
+        back, position, bar = (c[None] for c in piece_context(piece[:-1], TOK, lookback))
+        inputs = {"tokens": tokens, "lookback": back, "position": position, "bar": bar}
+        logits = keras_model.predict(inputs, verbose=0)[0]
+        log_p = logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
+        return -log_p[np.arange(len(piece) - 1), piece[1:]] / np.log(2)
+
+    val = list(load_dataset(dataset).split("val").pieces())
+    expected = rates_by_hand(val, nll_bits)
+    assert_rates(evaluated["model"], expected)
+    assert (evaluated["tokens"], evaluated["notes"]) == (expected["tokens"], expected["notes"])
+
+
 # -- the n-gram --------------------------------------------------------------------------------
 CORPUS = [np.array([1, 5, 6, 7, 5, 6, 7, 5, 6, 2]), np.array([1, 5, 6, 7, 8, 2])] * 5
 
@@ -132,6 +201,48 @@ def test_scoring_uses_the_same_probabilities_as_distribution():
     for i, target in enumerate(piece[1:], start=1):
         expected = -np.log2(lm.distribution(piece[:i].tolist(), 3)[target])
         assert nll[i - 1] == pytest.approx(expected)
+
+
+P, D, R = TOK.ids["PITCH_60"], TOK.ids["DUR_12"], TOK.ids["REST_7"]
+V = TOK.vocab_size
+
+
+def test_kneser_ney_by_hand():
+    """One training piece BOS P D P D EOS, order 2, counted by hand.
+
+    Unigram level, continuation counts (distinct tokens seen before each
+    target): P 2 (BOS, D), D 1 (P; twice, but after the same token), EOS 1;
+    total 4, 3 distinct, counts of 1 twice and of 2 once: discount
+    2 / (2 + 2 * 1) = 1/2. Bigram level, raw counts: BOS P 1, P D 2, D P 1,
+    D EOS 1: discount 3 / (3 + 2 * 1) = 0.6.
+    """
+    from melody.scoring import score_ngram
+
+    lm = NGram.fit([np.array([1, P, D, P, D, 2])], vocab_size=V, max_order=2)
+    uni = {P: 1.5 / 4 + 0.375 / V, D: 0.5 / 4 + 0.375 / V, 2: 0.5 / 4 + 0.375 / V, R: 0.375 / V}
+    p = [0.6 * uni[R],  # BOS -> R: BOS seen once (1 follower), R never after it
+         uni[P],  # R -> P: a context never seen passes the unigram on
+         1.4 / 2 + 0.6 * 1 / 2 * uni[D],  # P -> D: P seen twice, one distinct follower
+         0.4 / 2 + 0.6 * 2 / 2 * uni[P],  # D -> P: D seen twice, two distinct followers
+         0.6 * 1 / 2 * uni[2]]  # P -> EOS: never seen after P
+    piece = np.array([1, R, P, D, P, 2])
+    nll, targets = lm.nll_bits([piece], order=2)
+    np.testing.assert_array_equal(targets, piece[1:])
+    by_hand = -np.log2(p)
+    np.testing.assert_allclose(nll, by_hand, rtol=1e-12)
+    report = score_ngram(lm, 2, TokenData.from_pieces([piece]), TOK).report()
+    assert report["bits_per_token"] == pytest.approx(by_hand.sum() / 5, rel=1e-12)
+    assert report["bits_per_note"] == pytest.approx(by_hand.sum() / 2, rel=1e-12)
+    assert report["pitch_bits_per_note"] == pytest.approx((by_hand[1] + by_hand[3]) / 2, rel=1e-12)
+
+
+def test_evaluate_baseline_is_the_ngram_of_the_training_split_on_the_scored_tokens(
+        evaluated, dataset):
+    ds = load_dataset(dataset)
+    order = evaluated["baseline"]["order"]
+    lm = NGram.fit(list(ds.split("train").pieces()), ds.tokenizer.vocab_size, order)
+    val = list(ds.split("val").pieces())
+    assert_rates(evaluated["baseline"], rates_by_hand(val, lambda p: lm.nll_bits([p], order)[0]))
 
 
 def test_longer_context_beats_unigram_on_a_repetitive_corpus():

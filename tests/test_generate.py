@@ -1,5 +1,6 @@
 """The generate command: files written, what they contain, and what it never does."""
 
+import io
 import json
 import os
 import subprocess
@@ -9,6 +10,7 @@ from pathlib import Path
 import mido
 import pretty_midi
 import pytest
+from conftest import randomised, tiny_model
 
 from melody.cli import main
 from melody.modelfolder import ModelFolder
@@ -80,7 +82,9 @@ def test_writes_midi_and_sidecars_with_the_json_keys(capsys, tmp_path, model_fol
         assert pm.instruments[0].program == 40
         assert abs(pm.get_tempo_changes()[1][0] - 90) < 1e-3  # MIDI stores whole microseconds
         assert len(pm.instruments[0].notes) == f["notes"] <= 10
-        assert pm.time_signature_changes or side["time_signature"] is None
+        meter = pm.time_signature_changes
+        assert (f"{meter[0].numerator}/{meter[0].denominator}" if meter else None) == \
+            side["time_signature"]
 
 
 def test_same_seed_same_bytes_other_seed_other_bytes(capsys, tmp_path, model_folder):
@@ -110,9 +114,9 @@ def test_never_overwrites(capsys, tmp_path, model_folder):
     _, second, _ = generate(capsys, *args, "--notes", 5)
     names = [Path(f["midi"]).name for f in second["files"]]
     assert names == ["melody-3-1-2.mid", "melody-3-2-2.mid"]
-    for p in tmp_path.iterdir():
-        if p.name in before:
-            assert (p.read_bytes(), p.stat().st_mtime_ns) == before[p.name]
+    assert len(before) == 4  # two melodies and their sidecars, each still as it was
+    for name, (data, mtime) in before.items():
+        assert ((tmp_path / name).read_bytes(), (tmp_path / name).stat().st_mtime_ns) == (data, mtime)
     assert len(list(tmp_path.iterdir())) == 2 * len(before)
 
 
@@ -220,3 +224,116 @@ def test_wav_png_musicxml_are_written_beside_the_midi(capsys, tmp_path, model_fo
         assert side["files"][kind] == f[kind]
     assert Path(f["wav"]).read_bytes()[:4] == b"RIFF"
     assert Path(f["png"]).read_bytes()[:4] == b"\x89PNG"
+
+
+# -- the same seed in another process ------------------------------------------------------
+@pytest.fixture(scope="module")
+def random_folder(tmp_path_factory):
+    """A tiny model folder with every weight random, so its distributions are far from flat."""
+    from melody.model import ModelConfig, build_model
+
+    model = randomised(build_model(ModelConfig(vocab_size=TOK.vocab_size, embedding=8, units=16,
+                                               layers=2)), seed=5, scale=0.8)
+    return tiny_model(tmp_path_factory.mktemp("random"), model=model, layers=2)
+
+
+def test_same_seed_same_bytes_in_separate_processes_with_every_control(tmp_path, random_folder):
+    """Two processes (string hashing seeded differently) and this one write the same bytes."""
+    pitches = [67, 69, 70, 72, 74, 72, 70, 69]  # in G minor
+    primer = Melody(pitches, [12 * i for i in range(8)], [12] * 8, time_signature=(4, 4),
+                    key=Key.parse("Gm"))
+    primer.write_midi(tmp_path / "primer.mid")
+    flags = ["generate", "--model", random_folder, "-n", 3, "--seed", 9, "--key", "Gm",
+             "--bars", 4, "--primer", tmp_path / "primer.mid", "--top-p", 0.9,
+             "--temperature", 0.8, "--name", "x"]
+    runs = []
+    for hash_seed in ("1", "2"):
+        out = tmp_path / f"process-{hash_seed}"
+        env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONHASHSEED=hash_seed)
+        proc = subprocess.run([sys.executable, str(ROOT / "app.py"), *map(str, flags),
+                               "--out", str(out)], capture_output=True, text=True, env=env,
+                              cwd=tmp_path, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        runs.append([(out / f"x-{i}.mid").read_bytes() for i in (1, 2, 3)])
+    assert main([*map(str, flags), "--out", str(tmp_path / "here")]) == 0
+    runs.append([(tmp_path / "here" / f"x-{i}.mid").read_bytes() for i in (1, 2, 3)])
+    assert runs[0] == runs[1] == runs[2]
+    assert len(set(runs[0])) == 3  # three different melodies, each continuing the primer
+    for data in runs[0]:
+        notes = pretty_midi.PrettyMIDI(io.BytesIO(data)).instruments[0].notes
+        assert [n.pitch for n in notes[:8]] == pitches
+        assert len(notes) > 8
+
+
+# -- velocities ------------------------------------------------------------------------------
+def test_velocities_accent_the_downbeats(capsys, tmp_path, random_folder):
+    """Every note sounds (velocity > 0); notes on a bar line are louder than the rest."""
+    code, result, _ = generate(capsys, "--model", random_folder, "-n", 3, "--seed", 4,
+                               "--bars", 4, "--out", tmp_path)
+    assert code == 0
+    expected = sample(ModelFolder(random_folder).network, TOK, SampleConfig(n=3, bars=4, seed=4))
+    accented = plain = 0
+    for f, tokens in zip(result["files"], expected):
+        melody = TOK.decode(tokens)
+        bar = melody.bar_steps
+        assert bar, "--bars needs a meter"
+        on_bar = ((melody.onsets - melody.bar_phase) % bar == 0).tolist()
+        mid = mido.MidiFile(f["midi"])
+        velocities = [m.velocity for m in mido.merge_tracks(mid.tracks)
+                      if m.type == "note_on" and m.velocity > 0]
+        offs = [m for m in mido.merge_tracks(mid.tracks)
+                if m.type == "note_off" or (m.type == "note_on" and m.velocity == 0)]
+        assert len(velocities) == len(offs) == melody.n_notes
+        assert velocities == [92 if first else 80 for first in on_bar]
+        accented, plain = accented + sum(on_bar), plain + on_bar.count(False)
+    assert accented and plain  # both kinds of note were checked
+
+
+def test_a_melodys_own_velocities_are_written():
+    from melody.outputs.midi import midi_bytes
+
+    melody = Melody([60, 62, 64], [0, 12, 24], [12] * 3, velocities=[10, 64, 127])
+    pm = pretty_midi.PrettyMIDI(io.BytesIO(midi_bytes(melody)))
+    assert [n.velocity for n in pm.instruments[0].notes] == [10, 64, 127]
+
+
+# -- primers in other formats ----------------------------------------------------------------
+PRIMER_PITCHES = [62, 64, 66, 67, 69, 71, 69, 66, 62]  # D E F# G A B A F# D, in D major
+
+
+def abc_primer(path):
+    path.write_text("X:1\nT:primer\nM:3/4\nL:1/4\nK:D\nD E F | G A B | A F D |]\n")
+
+
+def musicxml_primer(path):
+    import music21
+
+    part = music21.stream.Part()
+    part.append(music21.meter.TimeSignature("3/4"))
+    part.append(music21.key.Key("D"))
+    for p in PRIMER_PITCHES:
+        part.append(music21.note.Note(p, quarterLength=1))
+    score = music21.stream.Score()
+    score.insert(0, part)
+    score.write("musicxml", fp=str(path))
+
+
+@pytest.mark.parametrize("suffix, write", [(".abc", abc_primer), (".musicxml", musicxml_primer)],
+                         ids=["abc", "musicxml"])
+def test_primer_from_a_score_file_is_continued(capsys, tmp_path, model_folder, suffix, write):
+    path = tmp_path / f"primer{suffix}"
+    write(path)
+    code, result, err = generate(capsys, "--model", model_folder, "-n", 2, "--seed", 3,
+                                 "--bars", 5, "--primer", path, "--out", tmp_path / "out")
+    assert code == 0, err
+    for f in result["files"]:
+        side = json.loads(Path(f["json"]).read_text())
+        assert side["primer"]["file"] == str(path) and side["primer"]["notes"] == 9
+        assert side["time_signature"] == "3/4" and side["key"] == "D"
+        notes = pretty_midi.PrettyMIDI(f["midi"]).instruments[0].notes
+        tempo = side["arguments"]["resolved"]["tempo"]
+        got = [(n.pitch, _grid(n.start, tempo), _grid(n.end, tempo) - _grid(n.start, tempo))
+               for n in notes]
+        assert got[:9] == [(p, 12 * i, 12) for i, p in enumerate(PRIMER_PITCHES)]
+        assert len(got) > 9  # and continued
+        assert _grid(side["seconds"], tempo) == (3 + 5) * 36  # the primer's three bars, then 5

@@ -35,13 +35,20 @@ def textbook_gru(x, W, U, b, reset_after, b_rh=None):
 
 
 def textbook_weights(layer, reset_after):
-    """Keras's GRU weights in textbook form.
+    """Keras's GRU weights in textbook form (see ``textbook_form``)."""
+    return textbook_form(*(w.numpy() for w in layer.weights), reset_after)
+
+
+def textbook_form(kernel, recurrent, bias, reset_after):
+    """GRU weights in Keras's layout (gates update, reset, candidate; with
+    reset_after a bias of shape [2, 3 units]: input, recurrent) as the
+    textbook's W, U, b (and the recurrent candidate bias b_rh).
 
     Keras keeps the old state with its gate z (h' = z ⊙ h + (1 − z) ⊙ ĥ), so
     the textbook update gate is Keras's with its pre-activation negated:
     1 − σ(a) = σ(−a).
     """
-    kernel, recurrent, bias = (w.numpy().astype(np.float64) for w in layer.weights)
+    kernel, recurrent, bias = (np.asarray(w, np.float64) for w in (kernel, recurrent, bias))
     n = recurrent.shape[0]
     split = lambda m: dict(zip("zrh", (m[..., i * n:(i + 1) * n] for i in range(3))))  # noqa: E731
     W, U = split(kernel), split(recurrent)
@@ -120,6 +127,28 @@ def test_form_context_is_read_beside_each_token(reset_after):
     kernel, bias = (w.numpy() for w in model.get_layer("logits").weights)
     np.testing.assert_allclose(keras_logits, textbook_gru(x, W, U, b, reset_after, b_rh) @ kernel
                                + bias, atol=1e-4)
+
+
+@pytest.mark.parametrize("reset_after", [True, False])
+def test_numpy_cell_is_the_textbook_gru(reset_after):
+    """The sampler's cell (melody.sample.network) against the equations themselves, no Keras."""
+    from melody.sample.network import GRULayer
+
+    rng = np.random.default_rng(3)
+    inputs, units = 5, 6
+    kernel = rng.normal(size=(inputs, 3 * units)).astype(np.float32)
+    recurrent = rng.normal(size=(units, 3 * units)).astype(np.float32)
+    bias = rng.normal(size=(2, 3 * units) if reset_after else 3 * units).astype(np.float32)
+    cell = GRULayer(kernel, recurrent, bias[0] if reset_after else bias,
+                    bias[1] if reset_after else None, reset_after)
+    x = rng.normal(size=(3, 8, inputs)).astype(np.float32)
+    h, ours = np.zeros((3, units), np.float32), []
+    for t in range(x.shape[1]):
+        h = cell.step(x[:, t] @ cell.kernel + cell.bias, h)
+        ours.append(h)
+    W, U, b, b_rh = textbook_form(kernel, recurrent, bias, reset_after)
+    expected = textbook_gru(x.astype(np.float64), W, U, b, reset_after, b_rh)
+    np.testing.assert_allclose(np.stack(ours, axis=1), expected, atol=1e-5)
 
 
 def test_config_round_trip():

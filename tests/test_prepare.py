@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -13,6 +14,8 @@ from unittest.mock import ANY
 
 import numpy as np
 import pytest
+from conftest import ROOT, run
+from midi_factory import notes, smf, track
 
 from melody import data, inputs
 from melody.cli import main
@@ -90,6 +93,64 @@ def test_prepare_accounts_for_every_file(collection, tmp_path, capsys):
         for piece in split.pieces():
             assert dataset.tokenizer.is_valid(piece)
     assert sum(int(dataset.split(s).offsets[-1]) for s in data.SPLITS) == result["tokens"]
+
+
+def readme_skip_report() -> list[str]:
+    """The README's example of the summary that ends with the skip report."""
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"```\n(prepared datasets/mine:.*?)\n```", text, re.S)
+    assert block, "the README shows the skip report"
+    return block.group(1).splitlines()
+
+
+NUMBER = r"\d{1,3}(?:,\d{3})*(?:\.\d+)?"  # 41, 52,318, 21.4
+REASONS_LIST = rf"\({NUMBER} [a-z ]+(?:, {NUMBER} [a-z ]+)*\)"  # (17 drums only, 9 duplicate)
+
+
+def shape(line: str) -> re.Pattern:
+    """A README line with its numbers, dataset and list of skip reasons left open."""
+    reasons = re.fullmatch(rf"(.*skipped {NUMBER} )\(.*\)", line)
+    head = reasons.group(1) if reasons else line
+    pieces = re.split(rf"(datasets/mine|{NUMBER})", head)
+    pattern = [re.escape(p) if i % 2 == 0 else r"\S+" if p == "datasets/mine" else NUMBER
+               for i, p in enumerate(pieces)]
+    return re.compile("".join(pattern) + (REASONS_LIST if reasons else ""))
+
+
+def test_the_skip_report_reads_as_the_readme_shows_it(tmp_path, capsys):
+    root = tmp_path / "mine"
+    rng = np.random.default_rng(2)
+    for i in range(6):
+        write(root / f"good{i}.mid", midi([60 + i] + rng.integers(55, 80, 11).tolist()))
+    write(root / "TUNE_B.mid", midi(TUNE_B))
+    write(root / "again.mid", midi([p + 2 for p in TUNE_B]))  # TUNE_B, transposed
+    for i in range(4):
+        write(root / f"short{i}.mid", midi(TUNE_C[:5]))
+    for i in range(3):
+        write(root / f"drums{i}.mid", smf([track(*notes(TUNE_A, channel=9))]))
+    for i in range(2):
+        write(root / f"cut{i}.mid", b"MThd\x00\x00\x00\x06\x00\x01")
+    write(root / "notes.txt", b"not music")
+    write(root / "cover.jpg", b"\xff\xd8")
+    out = tmp_path / "ds"
+    code, stdout, _ = run(capsys, "prepare", root, "--out", out, "--jobs", 2)
+    assert code == 0
+    lines = stdout.strip().splitlines()
+    readme = readme_skip_report()
+    assert len(readme) == 4 and len(lines) == 5
+    for line, example in zip(lines, readme):
+        assert shape(example).fullmatch(line), (line, example)
+    # and, for so small a collection, what to expect of it
+    assert lines[4].startswith("  a small collection: fine-tune the shipped model")
+    counts = manifest(out)["counts"]
+    assert re.fullmatch(rf"prepared {re.escape(str(out))}: 17 files, 17 pieces "
+                        r"\(17 read, 0 from cache\) in \d+\.\d s", lines[0])
+    # the most common reason first, as in the README (not in the alphabet's order)
+    assert lines[1] == "  ok 7, skipped 10 (4 too short, 3 drums only, 2 truncated, 1 duplicate)"
+    assert lines[2] == (f"  {counts['notes']:,} notes, {counts['tokens']:,} tokens; "
+                        f"{counts['train_pieces']} train / {counts['val_pieces']} val pieces")
+    assert counts["train_pieces"] + counts["val_pieces"] == 7 and counts["notes"] == 7 * 12 - 2
+    assert lines[3] == "  2 other files ignored (not music by their suffix)"
 
 
 def test_split_is_by_piece_and_deterministic_for_a_seed():

@@ -2,6 +2,7 @@
 
 import json
 import os
+import struct
 import subprocess
 import sys
 import wave
@@ -65,11 +66,18 @@ def level_near(x, hz, start=0.0, stop=None):
 
 
 def require_fluidsynth():
+    """FluidSynth tests run wherever FluidSynth is installed (.ci/run installs it): they
+    skip only where its library is missing and MELODY_REQUIRE_FLUIDSYNTH is not 1."""
+    import ctypes.util
+
     if audio.fluidsynth_available():
         return
     reason = f"FluidSynth is not importable ({audio.fluidsynth_problem()})"
     if os.environ.get("MELODY_REQUIRE_FLUIDSYNTH") == "1":
         pytest.fail(f"{reason} but MELODY_REQUIRE_FLUIDSYNTH=1")
+    if ctypes.util.find_library("fluidsynth"):
+        pytest.fail(f"{reason} though its library is installed; pip install pyfluidsynth "
+                    "(the audio extra) to test it")
     pytest.skip(f"{reason}; install libfluidsynth3 and pyfluidsynth to test it")
 
 
@@ -153,6 +161,59 @@ def test_piano_roll_has_its_documented_size(tmp_path):
 
 def test_pitch_names():
     assert [pianoroll.pitch_name(p) for p in (60, 61, 69, 21)] == ["C4", "C#4", "A4", "A0"]
+
+
+def drawn_roll(pm, path, monkeypatch):
+    """Write the piano roll of ``pm``; return the image and the figure that was saved."""
+    import matplotlib.figure
+    import matplotlib.image
+
+    saved, savefig = [], matplotlib.figure.Figure.savefig
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig",
+                        lambda fig, *a, **k: (saved.append(fig), savefig(fig, *a, **k))[1])
+    pianoroll.write_png(pm, path)
+    (fig,) = saved
+    return matplotlib.image.imread(path)[..., :3], fig
+
+
+def test_piano_roll_draws_bar_lines_on_the_downbeats_and_names_the_pitches(tmp_path, monkeypatch):
+    """Four bars of 3/4 at 120 BPM (a bar is 1.5 s), C4 to C5: read from the pixels."""
+    pitches = [60, 62, 64, 65, 67, 69, 71, 72, 71, 69, 67, 64]
+    img, fig = drawn_roll(make_pm([(p, i, 1) for i, p in enumerate(pitches)], meter=(3, 4)),
+                          tmp_path / "roll.png", monkeypatch)
+    ax = fig.axes[0]
+    height = img.shape[0]
+
+    def pixel(t, pitch):  # data -> (column, row) of the image
+        x, y = ax.transData.transform((t, pitch))
+        return int(round(x)), int(round(height - y))
+
+    left, top = pixel(0, 74.5)  # the roll spans two semitones around the notes: 58 to 74
+    right, bottom = pixel(6.0, 57.5)
+    bar_grey = np.abs(img - 0x90 / 255).max(axis=2) < 0.03  # the bar lines' colour, #909090
+
+    def bar_line_at(t):
+        x = pixel(t, 60)[0]
+        return bar_grey[top:bottom, x - 1:x + 2].any(axis=1).mean() > 0.6
+
+    assert [bar_line_at(t) for t in (1.5, 3.0, 4.5)] == [True] * 3  # the inner bar lines
+    assert not any(bar_line_at(t) for t in (0.5, 1.0, 2.0, 2.5, 3.5, 4.0, 5.0, 5.5))  # beats
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2", "3", "4"]
+    assert list(ax.get_xticks()) == [0.0, 1.5, 3.0, 4.5]
+
+    named = {59: "B3", 60: "C4", 62: "D4", 64: "E4", 65: "F4", 67: "G4", 69: "A4", 71: "B4",
+             72: "C5", 74: "D5"}
+    assert [t.get_text() for t in ax.get_yticklabels()] == list(named.values())
+    assert list(ax.get_yticks()) == list(named)
+    ink = img.max(axis=2) < 0.5  # text is drawn dark on white
+
+    def label_at(pitch, rows):
+        row = pixel(0, pitch)[1]
+        return ink[row - rows:row + rows + 1, left - 30:left - 6].any()  # not the tick marks
+
+    assert all(label_at(p, 5) for p in named)  # a name left of each white key's row...
+    assert not any(label_at(p, 3) for p in (61, 63, 66, 68, 70, 73))  # ...and none by the black
+    assert (left, right) == (80, 1584) and (top, bottom) == (42, 546)  # the layout's margins
 
 
 # -- MusicXML -------------------------------------------------------------------------
@@ -280,11 +341,69 @@ def test_soundfont_without_fluidsynth_says_so(tmp_path, capsys, monkeypatch):
     assert err.strip().count("\n") == 0 and "needs FluidSynth" in err
 
 
-def test_other_soundfont_is_used(tmp_path, capsys):
+def _chunk(tag: bytes, data: bytes) -> bytes:
+    return tag + struct.pack("<I", len(data)) + data + (b"\0" if len(data) % 2 else b"")
+
+
+def _name(text: str) -> bytes:
+    return text.encode("ascii").ljust(20, b"\0")
+
+
+def square_soundfont(path, period: int = 100, rate: int = 44000) -> None:
+    """A SoundFont 2 file of one preset (bank 0, program 0), one instrument on every
+    key, one sample: a looped square wave of rate / period = 440 Hz at key 69 (A4).
+    A square wave has only odd harmonics, at 1/3, 1/5... of the fundamental."""
+    wave_ = np.tile(np.r_[np.full(period // 2, 12000), np.full(period // 2, -12000)], 40)
+    n = len(wave_)
+    pdta = [
+        (b"phdr", _name("square") + struct.pack("<HHHIII", 0, 0, 0, 0, 0, 0)
+         + _name("EOP") + struct.pack("<HHHIII", 0, 0, 1, 0, 0, 0)),
+        (b"pbag", struct.pack("<4H", 0, 0, 1, 0)),
+        (b"pmod", bytes(10)),
+        (b"pgen", struct.pack("<4H", 41, 0, 0, 0)),  # the preset plays instrument 0
+        (b"inst", _name("square") + struct.pack("<H", 0) + _name("EOI") + struct.pack("<H", 1)),
+        (b"ibag", struct.pack("<4H", 0, 0, 3, 0)),
+        (b"imod", bytes(10)),
+        (b"igen", struct.pack("<HBB", 43, 0, 127)  # keys 0-127
+         + struct.pack("<6H", 54, 1, 53, 0, 0, 0)),  # looped; sample 0
+        (b"shdr", _name("square") + struct.pack("<5IBbHH", 0, n, period, n - period, rate, 69,
+                                                 0, 0, 1)
+         + _name("EOS") + bytes(26)),
+    ]
+    info = _chunk(b"LIST", b"INFO" + _chunk(b"ifil", struct.pack("<HH", 2, 1))
+                  + _chunk(b"isng", b"EMU8000\0") + _chunk(b"INAM", b"square\0\0"))
+    samples = np.r_[wave_, np.zeros(46)].astype("<i2").tobytes()  # 46 zeros end a sample
+    sdta = _chunk(b"LIST", b"sdta" + _chunk(b"smpl", samples))
+    pdta = _chunk(b"LIST", b"pdta" + b"".join(_chunk(tag, data) for tag, data in pdta))
+    path.write_bytes(_chunk(b"RIFF", b"sfbk" + info + sdta + pdta))
+
+
+@pytest.mark.synth("fluidsynth")
+def test_soundfont_changes_the_sound(tmp_path, capsys):
+    """The same A4 through pretty_midi's General MIDI piano and through a square-wave
+    SoundFont: the same pitch, each with its own harmonics."""
     require_fluidsynth()
-    src = write_mid(tmp_path / "tune.mid")
-    code, result, _ = run_cli([src, "--wav", "--soundfont", audio.default_soundfont()], capsys)
-    assert code == 0 and result["files"][0]["synth"] == "fluidsynth"
+    src = write_mid(tmp_path / "tune.mid", make_pm([(A4, 0, 2)]))
+    square = tmp_path / "square.sf2"
+    square_soundfont(square)
+    heard = {}
+    for name, flags in (("default", []), ("piano", ["--soundfont", audio.default_soundfont()]),
+                        ("square", ["--soundfont", square])):
+        code, result, err = run_cli([src, "--wav", "--out", tmp_path / name, *flags], capsys)
+        assert code == 0, err
+        assert result["files"][0]["synth"] == "fluidsynth"
+        heard[name] = read_wav(result["files"][0]["wav"])
+    np.testing.assert_array_equal(heard["default"], heard["piano"])  # the default is that piano
+    assert not np.array_equal(heard["piano"][: len(heard["square"])],
+                              heard["square"][: len(heard["piano"])])
+    for x in heard.values():
+        assert abs(peak_hz(x, 0.1, 0.9) - 440.0) < 3.0
+    harmonic = {name: [level_near(x, k * 440.0, 0.1, 0.9) for k in (2, 3, 5)]
+                for name, x in heard.items()}
+    second, third, fifth = harmonic["square"]
+    assert second < 0.02 and 0.25 < third < 0.42 and 0.12 < fifth < 0.28
+    second, _, fifth = harmonic["piano"]
+    assert second > 0.1 and fifth < 0.05
 
 
 def test_module_loads_no_heavy_libraries():

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import randomised
 
 from melody.model import ModelConfig, build_model
 from melody.modelfolder import ModelFolder, save_model_folder
@@ -14,21 +15,24 @@ from melody.tokenizer import BAR, BOS, EOS, Tokenizer
 TOK = Tokenizer()
 
 
+def random_model_folder(folder, reset_after: bool, layers: int, seed: int = 0, lookback=()):
+    """(keras model, folder) of a tiny GRU with random weights, saved as a model folder."""
+    cfg = ModelConfig(vocab_size=TOK.vocab_size, embedding=8, units=16, layers=layers,
+                      reset_after=reset_after, lookback=lookback, lookback_embedding=4,
+                      position_embedding=3)
+    model = randomised(build_model(cfg), seed)
+    save_model_folder(folder, model, TOK, {"model": cfg.to_dict()})
+    return model, folder
+
+
 @pytest.fixture(scope="module", params=[(True, ()), (False, ()), (True, (1, 2, 4, 8)),
                                         (False, (1, 4))],
                 ids=["reset_after", "textbook", "reset_after-context", "textbook-context"])
 def tiny(request, tmp_path_factory):
-    """(keras model, folder) of a tiny 2-layer GRU, every weight random (biases too)."""
+    """(keras model, folder) of a tiny 2-layer GRU with random weights."""
     reset_after, lookback = request.param
-    cfg = ModelConfig(vocab_size=TOK.vocab_size, embedding=8, units=16, layers=2,
-                      reset_after=reset_after, lookback=lookback, lookback_embedding=4,
-                      position_embedding=3)
-    model = build_model(cfg)
-    rng = np.random.default_rng(5)
-    model.set_weights([rng.normal(0, 0.3, w.shape).astype(np.float32) for w in model.get_weights()])
-    folder = tmp_path_factory.mktemp("model")
-    save_model_folder(folder, model, TOK, {"model": cfg.to_dict()})
-    return model, folder
+    return random_model_folder(tmp_path_factory.mktemp("model"), reset_after, layers=2,
+                               lookback=lookback)
 
 
 @pytest.fixture(scope="module")
@@ -44,17 +48,29 @@ def random_context(gru, rng, shape):
             rng.integers(0, 97, shape), rng.integers(0, 17, shape))
 
 
-def test_numpy_logits_equal_keras_for_a_whole_sequence(tiny, gru):
-    model, _ = tiny
+@pytest.mark.parametrize("lookback", [(), (1, 2, 4, 8)], ids=["tokens", "context"])
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("reset_after", [True, False], ids=["reset_after", "textbook"])
+def test_numpy_logits_equal_keras_for_a_whole_sequence(reset_after, layers, lookback, tmp_path):
+    """The weights read from model.keras, run one step at a time with the state
+    carried, give Keras's logits: every kernel and every bias in its place."""
+    model, folder = random_model_folder(tmp_path, reset_after, layers, seed=layers,
+                                        lookback=lookback)
+    gru = ModelFolder(folder).network
+    assert len(gru.layers) == layers and all(g.reset_after == reset_after for g in gru.layers)
+    # Every bias is non-zero, so one read from the wrong place changes the logits.
+    biases = [g.bias for g in gru.layers] + [gru.logits_bias]
+    biases += [g.recurrent_bias for g in gru.layers if reset_after]
+    assert all(np.abs(b).min() > 0 for b in biases)
     rng = np.random.default_rng(0)
     tokens = rng.integers(0, TOK.vocab_size, size=(3, 40))
     context = random_context(gru, rng, (3, 40))
     inputs = tokens if context is None else dict(zip(("tokens", "lookback", "position", "bar"),
                                                      (tokens, *context)))
     expected = model.predict(inputs, verbose=0)
-    got, _ = gru.run(tokens, context=context)  # one step at a time, state carried
+    got, _ = gru.run(tokens, context=context)
     assert got.shape == expected.shape
-    np.testing.assert_allclose(got, expected, atol=1e-4)
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
 
 
 def test_state_carries_across_calls(gru):
@@ -176,12 +192,13 @@ def test_default_length_is_64_notes(gru):
 
 
 def test_metered_melodies_end_on_a_bar_line(gru):
-    for tokens in sample(gru, TOK, SampleConfig(n=8, notes=5, seed=11)):
-        melody = TOK.decode(tokens)
-        if melody.bar_steps:
-            end = int(TOK.steps_of(tokens).sum())
-            assert tokens[-2] == BAR
-            assert (end - melody.bar_phase) % melody.bar_steps == 0
+    melodies = [(t, TOK.decode(t)) for t in sample(gru, TOK, SampleConfig(n=8, notes=5, seed=11))]
+    metered = [(tokens, m) for tokens, m in melodies if m.bar_steps]
+    assert metered, "no melody with a meter was sampled"
+    for tokens, melody in metered:
+        end = int(TOK.steps_of(tokens).sum())
+        assert tokens[-2] == BAR
+        assert (end - melody.bar_phase) % melody.bar_steps == 0
 
 
 def test_key_forces_the_key_token_scale_and_final_tonic(gru):
@@ -220,17 +237,22 @@ def test_primer_is_kept_and_continued(gru):
     primer_melody = Melody([60, 62, 64, 65], [0, 12, 24, 36], [12, 12, 12, 12],
                            time_signature=(3, 4), key=Key.parse("C"))
     primer = TOK.encode(primer_melody)[:-1]
-    for bars in (None, 2):
-        config = SampleConfig(n=4, seed=1, notes=None if bars else 8, bars=bars)
+
+    def continued(config):
         for tokens in sample(gru, TOK, config, primer=primer):
             assert np.array_equal(tokens[:len(primer)], primer)
             melody = TOK.decode(tokens)
             assert melody.time_signature == (3, 4)
             assert melody.pitches[:4].tolist() == [60, 62, 64, 65]
             assert melody.onsets[:4].tolist() == [0, 12, 24, 36]
-            assert 5 <= melody.n_notes <= (12 if bars is None else 99)
-            if bars:  # the primer ends mid-bar (48; bars of 36): that bar counts as one
-                assert int(TOK.steps_of(tokens).sum()) == 72 + 36
+            assert melody.n_notes >= 5
+            yield tokens, melody
+
+    for _, melody in continued(SampleConfig(n=4, seed=1, notes=8)):
+        assert melody.n_notes <= 12
+    # the primer ends mid-bar (48; bars of 36): that bar counts as one of the two
+    for tokens, _ in continued(SampleConfig(n=4, seed=1, bars=2)):
+        assert int(TOK.steps_of(tokens).sum()) == 72 + 36
 
 
 @pytest.mark.parametrize("key_name", ["D", "Gm"])

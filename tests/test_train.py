@@ -10,10 +10,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, TINY, folk_like_tune, make_dataset, run_cli, write_midi_tunes
+from conftest import (
+    ROOT,
+    TINY,
+    dataset_of,
+    folk_like_tune,
+    make_dataset,
+    model_inputs,
+    run_cli,
+    write_midi_tunes,
+)
 
 from melody.backend import usable_cores
 from melody.data import load_dataset
+from melody.notes import Key, Melody
 from melody.tokenizer import Tokenizer
 
 
@@ -121,6 +131,117 @@ def test_existing_model_is_not_overwritten(trained, dataset):
     assert len(err.strip().splitlines()) == 1
 
 
+# -- early stopping, the plateau rule, the best weights kept -------------------------------
+def unheard_tune(rng, n: int = 12) -> Melody:
+    """Nothing like the training tunes: pitches below any transposition of them, notes
+    of 5 steps, rests of 2, in 6/8 and minor. The more a model learns the folk-like
+    tunes, the less it expects these."""
+    pitches = rng.integers(36, 46, n)
+    return Melody(pitches, np.arange(n) * 7, [5] * n, key=Key(int(pitches[0]) % 12, "minor"),
+                  time_signature=(6, 8))
+
+
+@pytest.fixture(scope="module")
+def diverging(tmp_path_factory):
+    """A run whose validation score only gets worse after its first epoch: (folder, JSON
+    result, stderr, the dataset)."""
+    rng = np.random.default_rng(0)
+    root = tmp_path_factory.mktemp("diverging")
+    data = dataset_of(root / "data", [folk_like_tune(rng) for _ in range(60)],
+                      [unheard_tune(rng) for _ in range(6)])
+    code, result, err = run_cli("train", "--data", data, "--out", root / "m", *TINY,
+                                "--epochs", 8, "--steps-per-epoch", 20, "--patience", 2,
+                                "--learning-rate", 0.01, "--json")
+    assert code == 0, err
+    return root / "m", result, err, data
+
+
+def test_training_stops_after_patience_epochs_without_improvement(diverging):
+    folder, result, err, _ = diverging
+    history = json.loads((folder / "config.json").read_text())["history"]
+    scores = [h["val_bits_per_note"] for h in history]
+    assert [h["epoch"] for h in history] == [1, 2, 3]  # of 8: epochs 2 and 3 were worse
+    assert min(scores) == scores[0] < min(scores[1:])
+    assert (result["epochs"], result["best_epoch"], result["ending"]) == (3, 1, "early stop")
+    assert result["epochs_without_improvement"] == 2
+    assert "for 3 epochs (no improvement for 2 epochs)" in err
+
+
+def test_the_learning_rate_halves_after_each_epoch_without_improvement(diverging):
+    folder = diverging[0]
+    history = json.loads((folder / "config.json").read_text())["history"]
+    assert [h["learning_rate"] for h in history] == [0.01, 0.01, 0.005]
+    state = json.loads((folder / "checkpoints" / "epoch-003.json").read_text())
+    assert state["progress"]["learning_rate"] == 0.0025  # what --resume would go on with
+
+
+def test_the_model_folder_keeps_the_best_epochs_weights_not_the_last(diverging):
+    from melody.modelfolder import ModelFolder
+    from melody.scoring import ModelScorer
+    from melody.training.checkpoints import load_checkpoint
+
+    folder, result, _, data = diverging
+    config = json.loads((folder / "config.json").read_text())
+    history = config["history"]
+    ds = load_dataset(data)
+
+    lookback = ModelFolder(folder).model_config.lookback
+
+    def score(model):
+        scorer = ModelScorer(model, ds.tokenizer, lookback)
+        return scorer.score(ds.split("val")).report()["bits_per_note"]
+
+    kept = score(ModelFolder(folder).keras_model())
+    assert kept == pytest.approx(history[0]["val_bits_per_note"], rel=1e-5)
+    assert kept == pytest.approx(result["val_bits_per_note"], rel=1e-5)
+    assert config["metrics"]["best_epoch"] == 1
+    last, state = load_checkpoint(folder)  # the checkpoint goes on from the last epoch
+    assert state["epoch"] == 3
+    assert score(last) == pytest.approx(history[2]["val_bits_per_note"], rel=1e-5)
+    assert kept < history[2]["val_bits_per_note"] - 1
+
+
+# -- the textbook GRU (--reset-after false), end to end --------------------------------------
+def test_reset_after_false_trains_generates_and_evaluates(dataset, tmp_path):
+    from melody.modelfolder import ModelFolder
+
+    out = tmp_path / "textbook"
+    code, trained, err = run_cli("train", "--data", dataset, "--out", out, *TINY,
+                                 "--reset-after", "false", "--epochs", 2, "--steps-per-epoch", 30,
+                                 "--json")
+    assert code == 0, err
+    assert trained["val_bits_per_note"] < 0.6 * uniform_bits_per_note(dataset)
+    folder = ModelFolder(out)
+    assert folder.config["model"]["reset_after"] is False
+    keras_model = folder.keras_model()
+    assert keras_model.get_layer("gru_0").get_config()["reset_after"] is False
+    assert keras_model.get_layer("gru_0").weights[2].shape == (3 * 24,)  # one bias, no recurrent one
+    assert [layer.reset_after for layer in folder.network.layers] == [False]
+    # the sampler runs the textbook cell that was trained
+    piece = load_dataset(dataset).split("val").piece(0)
+    inputs, context = model_inputs(piece, folder.model_config.lookback)
+    numpy_logits, _ = folder.network.run(piece[None], context=context)
+    np.testing.assert_allclose(numpy_logits, keras_model.predict(inputs, verbose=0), atol=1e-5)
+
+    code, generated, err = run_cli("generate", "--model", out, "-n", 3, "--seed", 2, "--bars", 4,
+                                   "--key", "D", "--out", tmp_path / "melodies", "--json")
+    assert code == 0, err
+    from melody.inputs import read_melody
+
+    assert len(generated["files"]) == 3
+    for f in generated["files"]:
+        melody = read_melody(f["midi"])
+        assert melody.n_notes == f["notes"] > 0
+        assert set((melody.pitches % 12).tolist()) <= Key.parse("D").scale_pitch_classes()
+
+    code, evaluated, err = run_cli("evaluate", "--model", out, "--data", dataset, "--samples", 0,
+                                   "--json")
+    assert code == 0, err
+    assert evaluated["model"]["bits_per_note"] == pytest.approx(trained["val_bits_per_note"],
+                                                                rel=1e-4)
+    assert evaluated["baseline"]["bits_per_note"] > 0
+
+
 # -- resuming -----------------------------------------------------------------------------
 def test_resume_continues_epochs_and_best_score(trained, dataset, tmp_path):
     folder = copy_run(trained, tmp_path)
@@ -214,6 +335,31 @@ def test_resume_after_kill_mid_epoch(trained, dataset, tmp_path):
     history = json.loads((folder / "config.json").read_text())["history"]
     assert history[:3] == before
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+
+
+def test_resume_after_a_kill_that_follows_epochs_of_the_resumed_run(trained, dataset, tmp_path):
+    """The resumed run trains and saves epochs of its own, then is killed: the next
+    resume starts from the epochs that run finished, not from where it began."""
+    folder = copy_run(trained, tmp_path)
+    proc = spawn(ROOT / "app.py", "train", "--data", dataset, "--out", folder, *TINY,
+                 "--epochs", 6, "--steps-per-epoch", 40, "--resume", cwd=tmp_path)
+    seen = wait_for_line(proc, "epoch 4: val bits/note")  # printed once epoch 4 is saved
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert not any(line.startswith("epoch 1:") for line in seen)  # epochs 1-3 were not redone
+    killed = json.loads((folder / "config.json").read_text())["history"]
+    done = len(killed)  # 4, or 5 if epoch 5 ended before the kill landed
+    assert done >= 4 and [h["epoch"] for h in killed] == list(range(1, done + 1))
+
+    code, result, err = run_cli("train", "--data", dataset, "--out", folder, *TINY,
+                                "--epochs", 6, "--steps-per-epoch", 40, "--resume", "--json")
+    assert code == 0, err
+    history = json.loads((folder / "config.json").read_text())["history"]
+    assert history[:done] == killed  # the killed run's own epochs are kept, not trained again
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5, 6]
+    assert f"epoch {done}: val" not in err and f"epoch {done + 1}: val" in err
+    assert result["epochs"] == 6
+    assert result["val_bits_per_note"] == min(h["val_bits_per_note"] for h in history)
 
 
 # -- the input pipeline --------------------------------------------------------------------

@@ -9,22 +9,16 @@ with ``--json``), the dict to stdout as JSON. Errors the library raises
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import json
+import math
 import os
+import sys
+from pathlib import Path
 
-# A GRU step when sampling is a few small matrix products: extra BLAS threads
-# only wait for each other (several times slower on a busy machine). Effective
-# only before NumPy's first import, which happens after this.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
-import argparse  # noqa: E402
-import contextlib  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from melody import __version__, corpus  # noqa: E402
-from melody.cli.flags import (  # noqa: E402
+from melody import __version__, corpus
+from melody.cli.flags import (
     bar_distances,
     form_letters,
     fraction,
@@ -36,7 +30,7 @@ from melody.cli.flags import (  # noqa: E402
     probability,
     program_number,
 )
-from melody.config import (  # noqa: E402
+from melody.config import (
     DATASETS,
     DEFAULT_NOTES,
     DEFAULT_PROGRAM,
@@ -52,7 +46,7 @@ from melody.config import (  # noqa: E402
     SampleConfig,
     TrainConfig,
 )
-from melody.errors import RunError, UsageError  # noqa: E402
+from melody.errors import RunError, UsageError
 
 
 class _Parser(argparse.ArgumentParser):

@@ -86,6 +86,17 @@ def key_prior(model_config: dict, tokenizer: Tokenizer) -> np.ndarray | None:
 
 def sample(model: NumpyGRU, tokenizer: Tokenizer, config: SampleConfig, primer=None,
            key_logp: np.ndarray | None = None):
+    """``config.n`` token sequences, sampled together; see ``_sample``."""
+    from threadpoolctl import threadpool_limits
+
+    # A step is a few small matrix products: extra BLAS threads only wait for each
+    # other (many times slower on a busy machine).
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _sample(model, tokenizer, config, primer, key_logp)
+
+
+def _sample(model: NumpyGRU, tokenizer: Tokenizer, config: SampleConfig, primer=None,
+            key_logp: np.ndarray | None = None):
     """``config.n`` token sequences, each from BOS to EOS, sampled together.
 
     ``primer``: tokens from BOS on (no EOS) that every melody continues; with
