@@ -20,10 +20,23 @@ import argparse  # noqa: E402
 import contextlib  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
+import signal  # noqa: E402
 import sys  # noqa: E402
+import threading  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from melody import __version__, corpus  # noqa: E402
+from melody import config as c  # noqa: E402
+from melody.cli import flags  # noqa: E402
+from melody.cli.flags import (  # noqa: E402
+    fraction,
+    key_name,
+    midi_pitch,
+    positive_float,
+    probability,
+    program_number,
+    whole,
+)
 from melody.config import (  # noqa: E402
     DATASETS,
     DEFAULT_NOTES,
@@ -37,17 +50,7 @@ from melody.config import (  # noqa: E402
     SampleConfig,
     TrainConfig,
 )
-from melody.cli.flags import (  # noqa: E402
-    fraction,
-    key_name,
-    midi_pitch,
-    non_negative_int,
-    positive_float,
-    positive_int,
-    probability,
-    program_number,
-)
-from melody.errors import RunError, UsageError  # noqa: E402
+from melody.errors import RunError, Terminated, UsageError  # noqa: E402
 
 
 class _Parser(argparse.ArgumentParser):
@@ -102,14 +105,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None,
                    help=f"dataset folder (default: {corpus.DATASET} for the built-in corpus, "
                         f"else {DATASETS}/NAME of the first source)")
-    p.add_argument("--jobs", type=positive_int, default=None,
-                   help="parallel worker processes (default: all cores)")
+    p.add_argument("--jobs", type=whole(1, c.MAX_JOBS), default=None,
+                   help=f"parallel worker processes, 1..{c.MAX_JOBS} (default: all cores)")
     p.add_argument("--val-fraction", type=fraction, default=PrepareConfig.val_fraction,
-                   help="share of pieces held out for validation")
-    p.add_argument("--seed", type=non_negative_int, default=PrepareConfig.seed,
-                   help="seed of the train/validation split")
-    p.add_argument("--timeout", type=positive_float, default=PrepareConfig.timeout,
-                   help="seconds allowed to read one file before it is skipped")
+                   help="share of pieces held out for validation, in [0, 1)")
+    p.add_argument("--seed", type=flags.seed, default=PrepareConfig.seed,
+                   help=f"seed of the train/validation split, 0..{c.MAX_SEED}")
+    p.add_argument("--timeout", type=flags.timeout, default=PrepareConfig.timeout,
+                   help=f"seconds allowed to read one file before it is skipped, "
+                        f"{c.MIN_TIMEOUT:g}..{c.MAX_TIMEOUT:g}")
     add_json(p)
 
     # train --------------------------------------------------------------------
@@ -117,31 +121,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=str(corpus.DATASET),
                    help="prepared dataset folder, or music files folder (prepared on the fly)")
     p.add_argument("--out", default=None, help="model folder (default: models/NAME-of-data)")
-    p.add_argument("--epochs", type=positive_int, default=TrainConfig.epochs,
-                   help="maximum number of epochs")
-    p.add_argument("--units", type=positive_int, default=ModelConfig.units, help="GRU units per layer")
-    p.add_argument("--layers", type=positive_int, default=ModelConfig.layers,
-                   help="number of GRU layers")
-    p.add_argument("--embedding", type=positive_int, default=ModelConfig.embedding,
-                   help="token embedding size")
+    p.epilog = (f"The model may have at most {c.MAX_PARAMS:,} weights (--units, --layers, "
+                "--embedding), and a training step must fit in this machine's memory "
+                "(--batch-size x --seq-len); larger settings are refused before training "
+                "starts. One run at a time writes an --out folder: a second is refused, "
+                "naming the first.")
+    p.add_argument("--epochs", type=whole(1, c.MAX_EPOCHS), default=TrainConfig.epochs,
+                   help=f"maximum number of epochs, 1..{c.MAX_EPOCHS}")
+    p.add_argument("--units", type=whole(1, c.MAX_WIDTH), default=ModelConfig.units,
+                   help=f"GRU units per layer, 1..{c.MAX_WIDTH}")
+    p.add_argument("--layers", type=whole(1, c.MAX_LAYERS), default=ModelConfig.layers,
+                   help=f"number of GRU layers, 1..{c.MAX_LAYERS}")
+    p.add_argument("--embedding", type=whole(1, c.MAX_WIDTH), default=ModelConfig.embedding,
+                   help=f"token embedding size, 1..{c.MAX_WIDTH}")
     p.add_argument("--dropout", type=fraction, default=ModelConfig.dropout,
-                   help="dropout after each GRU layer")
-    p.add_argument("--seq-len", type=positive_int, default=TrainConfig.seq_len,
-                   help="tokens per training window")
-    p.add_argument("--batch-size", type=positive_int, default=TrainConfig.batch_size,
-                   help="windows per batch")
-    p.add_argument("--learning-rate", type=positive_float, default=TrainConfig.learning_rate,
-                   help="Adam learning rate")
-    p.add_argument("--patience", type=positive_int, default=TrainConfig.patience,
+                   help="dropout after each GRU layer, in [0, 1)")
+    p.add_argument("--seq-len", type=whole(1, c.MAX_SEQ_LEN), default=TrainConfig.seq_len,
+                   help=f"tokens per training window, 1..{c.MAX_SEQ_LEN}")
+    p.add_argument("--batch-size", type=whole(1, c.MAX_BATCH_SIZE),
+                   default=TrainConfig.batch_size, help=f"windows per batch, 1..{c.MAX_BATCH_SIZE}")
+    p.add_argument("--learning-rate", type=flags.number(0.0, c.MAX_LEARNING_RATE, low_open=True),
+                   default=TrainConfig.learning_rate,
+                   help=f"Adam learning rate, in (0, {c.MAX_LEARNING_RATE:g}]")
+    p.add_argument("--patience", type=whole(1, c.MAX_EPOCHS), default=TrainConfig.patience,
                    help="epochs without validation improvement before stopping "
                         "(each such epoch also halves the learning rate)")
-    p.add_argument("--steps-per-epoch", type=positive_int, default=None,
-                   help="batches per epoch (default: one pass over the training tokens, "
-                        "at least 50)")
-    p.add_argument("--seed", type=non_negative_int, default=TrainConfig.seed, help="random seed")
+    p.add_argument("--steps-per-epoch", type=whole(1, c.MAX_STEPS_PER_EPOCH), default=None,
+                   help=f"batches per epoch, 1..{c.MAX_STEPS_PER_EPOCH} (default: one pass "
+                        "over the training tokens, at least 50)")
+    p.add_argument("--seed", type=flags.seed, default=TrainConfig.seed,
+                   help=f"random seed, 0..{c.MAX_SEED}")
     p.add_argument("--resume", action="store_true",
                    help="continue the run saved in --out from its last checkpoint "
-                        "(same architecture flags; Ctrl-C once saves one, twice aborts)")
+                        "(same architecture flags and data; Ctrl-C once saves one, twice aborts)")
+    p.add_argument("--allow-data-change", action="store_true",
+                   help="with --resume: continue on --data other than (or changed since) the "
+                        "run's own; the best score starts over on the new validation split")
     p.add_argument("--strategy", choices=STRATEGIES, default=TrainConfig.strategy,
                    help="tf.distribute strategy: mirrored = all local GPUs; multi-worker "
                         "(TF_CONFIG) is refused: Keras 3 cannot fit with it "
@@ -154,32 +169,42 @@ def build_parser() -> argparse.ArgumentParser:
     # generate -------------------------------------------------------------------
     p = command("generate", "Write new melodies (the built-in pretrained model by default).")
     p.add_argument("--model", default=None, help="model folder (default: the shipped pretrained model)")
-    p.add_argument("-n", "--count", type=positive_int, default=SampleConfig.n, dest="n",
-                   help="number of melodies, sampled together")
+    p.epilog = (f"Ceilings that keep a call within minutes and memory: -n x --notes at most "
+                f"{c.MAX_BATCH_NOTES}, -n x --bars at most {c.MAX_BATCH_BARS}; a primer of at "
+                f"most {c.MAX_NOTES} notes; a WAV of at most {c.MAX_WAV_SECONDS / 60:g} minutes. "
+                "A melody's files (.mid, .json and the extras) appear together or not at all.")
+    p.add_argument("-n", "--count", type=whole(1, c.MAX_MELODIES), default=SampleConfig.n,
+                   dest="n", help=f"number of melodies, sampled together, 1..{c.MAX_MELODIES}")
     length = p.add_mutually_exclusive_group()
-    length.add_argument("--notes", type=positive_int, default=None,
-                        help=f"stop after this many notes (default: {DEFAULT_NOTES}, "
-                             "or the melody's own end)")
-    length.add_argument("--bars", type=positive_int, default=None,
-                        help="length in bars (ends on a bar line)")
+    length.add_argument("--notes", type=whole(1, c.MAX_NOTES), default=None,
+                        help=f"stop after this many notes, 1..{c.MAX_NOTES} (default: "
+                             f"{DEFAULT_NOTES}, or the melody's own end)")
+    length.add_argument("--bars", type=whole(1, c.MAX_BARS), default=None,
+                        help=f"length in bars, 1..{c.MAX_BARS} (ends on a bar line)")
     p.add_argument("--temperature", type=positive_float, default=SampleConfig.temperature,
-                   help="sampling temperature (> 0; lower is safer, higher is wilder)")
-    p.add_argument("--top-k", type=positive_int, default=None, help="sample among the K most likely tokens")
+                   help="sampling temperature, any finite number > 0 (lower is safer, higher "
+                        "is wilder; near 0 it always takes the likeliest token)")
+    p.add_argument("--top-k", type=whole(1), default=None,
+                   help="sample among the K most likely tokens")
     p.add_argument("--top-p", type=probability, default=None,
                    help="nucleus sampling: the smallest set of tokens with this total probability")
-    p.add_argument("--seed", type=non_negative_int, default=None,
-                   help="random seed (default: a fresh one, written to the sidecar)")
+    p.add_argument("--seed", type=flags.seed, default=None,
+                   help=f"random seed, 0..{c.MAX_SEED} (default: a fresh one, written to the "
+                        "sidecar)")
     p.add_argument("--primer", default=None, help="music file whose melody the new ones continue")
     p.add_argument("--key", type=key_name, default=None, help="key such as D, F#m or 'Bb minor'")
     p.add_argument("--lowest", type=midi_pitch, default=None, help="lowest pitch allowed (e.g. 55 or G3)")
     p.add_argument("--highest", type=midi_pitch, default=None, help="highest pitch allowed (e.g. 84 or C6)")
-    p.add_argument("--tempo", type=positive_float, default=None,
-                   help=f"tempo in BPM (default: the primer's, else {DEFAULT_TEMPO:g})")
+    p.add_argument("--tempo", type=flags.tempo, default=None,
+                   help=f"tempo in BPM, {c.MIN_TEMPO:g}..{c.MAX_TEMPO:g} (default: the "
+                        f"primer's, else {DEFAULT_TEMPO:g})")
     p.add_argument("--program", type=program_number, default=None,
                    help=f"General MIDI program 0..127 (default: the primer's, else "
                         f"{DEFAULT_PROGRAM}, piano)")
     p.add_argument("--out", default=str(GENERATED), help="output folder")
-    p.add_argument("--name", default=None, help="file name stem (default: melody-SEED-I)")
+    p.add_argument("--name", type=flags.stem, default=None,
+                   help=f"file name stem, at most {c.MAX_NAME_BYTES} bytes (default: "
+                        "melody-SEED-I)")
     p.add_argument("--wav", action="store_true", help="also write a WAV")
     p.add_argument("--png", action="store_true", help="also draw a piano roll")
     p.add_argument("--musicxml", action="store_true", help="also write a MusicXML score")
@@ -193,10 +218,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", nargs="+", default=None,
                    help="prepared dataset (validation split) or music files/folders "
                         f"(default: the model's own dataset, else {corpus.DATASET})")
-    p.add_argument("--samples", type=non_negative_int, default=EVALUATE_SAMPLES,
-                   help="melodies to generate for the musicality statistics (0: skip them)")
-    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed")
-    p.add_argument("--png", default=None, help="draw the statistics into this PNG file")
+    p.add_argument("--samples", type=whole(0, c.MAX_SAMPLES), default=EVALUATE_SAMPLES,
+                   help=f"melodies to generate for the musicality statistics, 0..{c.MAX_SAMPLES} "
+                        "(0: skip them)")
+    p.add_argument("--seed", type=flags.seed, default=0, help=f"random seed, 0..{c.MAX_SEED}")
+    p.add_argument("--png", default=None,
+                   help="draw the statistics into this new PNG file (an existing file is "
+                        "never replaced: the command refuses it)")
     add_json(p)
 
     # render ---------------------------------------------------------------------
@@ -218,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "that pretty_midi ships)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="output folder (default: beside each file)")
+    p.add_argument("--timeout", type=flags.timeout, default=c.RENDER_TIMEOUT,
+                   help=f"seconds allowed to render one file before it is given up, "
+                        f"{c.MIN_TIMEOUT:g}..{c.MAX_TIMEOUT:g}")
     add_json(p)
     return parser
 
@@ -234,7 +265,8 @@ def _prepare(args):
 def _train(args):
     from melody.training import summary_text, train
 
-    result = train(args.data, args.out, resume=args.resume, epochs=args.epochs, units=args.units,
+    result = train(args.data, args.out, resume=args.resume,
+                   allow_data_change=args.allow_data_change, epochs=args.epochs, units=args.units,
                    layers=args.layers, embedding=args.embedding, dropout=args.dropout,
                    reset_after=args.reset_after == "true", seq_len=args.seq_len,
                    batch_size=args.batch_size, learning_rate=args.learning_rate,
@@ -266,7 +298,7 @@ def _render(args):
     from melody.outputs.render import render, summary_text
 
     result = render(args.files, wav=args.wav, png=args.png, musicxml=args.musicxml,
-                    soundfont=args.soundfont, out=args.out)
+                    soundfont=args.soundfont, out=args.out, timeout=args.timeout)
     return result, summary_text(result)
 
 
@@ -280,12 +312,17 @@ def check_together(args) -> None:
     if lowest is not None and highest is not None and lowest > highest:
         raise UsageError(f"--lowest {lowest} is above --highest {highest}; "
                          "give a lowest pitch at or below the highest")
+    if getattr(args, "allow_data_change", False) and not args.resume:
+        raise UsageError("--allow-data-change only applies with --resume")
     if getattr(args, "out", None):
         _check_folder("--out", args.out)
     if getattr(args, "png", None) and isinstance(args.png, str):  # evaluate's --png FILE
         if os.path.isdir(args.png):
             raise UsageError(f"--png must be a file name, got the folder {args.png}")
         _check_folder("--png", os.path.dirname(args.png) or ".", args.png)
+        if os.path.lexists(args.png):
+            raise UsageError(f"--png {args.png} exists; evaluate never replaces a file: "
+                             "remove it or give a new name")
 
 
 def _check_folder(flag: str, folder, given=None) -> None:
@@ -313,15 +350,36 @@ def _json_safe(value):
     return value
 
 
+@contextlib.contextmanager
+def _terminate_by_exception():
+    """SIGTERM and SIGHUP raise ``Terminated`` where the program is, so the cleanups
+    on the way out (temporary files, half-written sets, locks) run as for Ctrl-C."""
+    def terminate(signum, frame):
+        raise Terminated(signal.Signals(signum).name)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, terminate) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     prog = f"melody {args.command}"
     try:
-        check_together(args)
         # Libraries that print (pyfluidsynth does when $CI is set) must not corrupt --json.
-        with contextlib.redirect_stdout(sys.stderr):
+        with _terminate_by_exception(), contextlib.redirect_stdout(sys.stderr):
+            check_together(args)
             result, summary = COMMANDS[args.command](args)
+    except Terminated as e:
+        print(f"{prog}: terminated by {e}", file=sys.stderr)
+        return 143
     except UsageError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2

@@ -1,60 +1,62 @@
-"""Flag types for the command line: each error names the allowed values and what was given."""
+"""Flag types for the command line: each error names the allowed values and what was given.
+
+The ranges are the ones ``melody.config`` checks for the Python API (the same
+functions, the same constants), so a value the command line takes the API
+takes too.
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
+
+from melody import config
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def whole(low: int, high: int | None = None):
+    """A flag type: a whole number in ``low..high`` (``high`` None: no ceiling)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}")
+        bound = config.int_bound(value, low, high)
+        if bound:
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {value}")
+        return value
+
+    parse.__name__ = "whole number"  # what argparse names in "invalid ... value"
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
+def number(low: float, high: float = math.inf, low_open: bool = False, high_open: bool = False):
+    """A flag type: a finite number in the range (``low_open``: ``low`` excluded)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}")
+        try:
+            config.check_float("value", value, low, high, low_open, high_open)
+        except ValueError:  # also nan and inf
+            raise argparse.ArgumentTypeError(
+                f"must be {config.float_range(low, high, low_open, high_open)}, got {text}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
 
 
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}")
-    if not 0 < value < float("inf"):  # also refuses nan
-        raise argparse.ArgumentTypeError(f"must be a finite number greater than 0, got {text}")
-    return value
-
-
-def fraction(text: str) -> float:
-    """A number in [0, 1)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}")
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be in range [0, 1), got {text}")
-    return value
-
-
-def probability(text: str) -> float:
-    """A number in (0, 1]."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}")
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in range (0, 1], got {text}")
-    return value
+positive_int = whole(1)
+non_negative_int = whole(0)
+seed = whole(0, config.MAX_SEED)
+positive_float = number(0.0, low_open=True)
+fraction = number(0.0, 1.0, high_open=True)  # [0, 1)
+probability = number(0.0, 1.0, low_open=True)  # (0, 1]
+tempo = number(config.MIN_TEMPO, config.MAX_TEMPO)
+timeout = number(config.MIN_TIMEOUT, config.MAX_TIMEOUT)
 
 
 def midi_pitch(text: str) -> int:
@@ -93,3 +95,12 @@ def program_number(text: str) -> int:
     if not 0 <= value <= 127:
         raise argparse.ArgumentTypeError(f"must be in range 0..127, got {value}")
     return value
+
+
+def stem(text: str) -> str:
+    """A file name stem (``--name``), as ``config.check_name`` allows."""
+    try:
+        config.check_name(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("name "))
+    return text

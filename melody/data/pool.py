@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import os
 import select
 import signal
 import time
 from collections import deque
 
+from melody import worker
 from melody.config import PrepareConfig
 from melody.data.unit import (
     CRASHED,
@@ -25,18 +25,14 @@ from melody.data.unit import (
 )
 from melody.errors import RunError
 from melody.tokenizer import Tokenizer, TokenizerConfig
+from melody.worker import limit_memory, mute_output
 
 
 def start_forkserver() -> None:
     """Workers come from a forkserver, a fresh interpreter started now, so they
     inherit neither a grown parent (a large collection's bookkeeping) nor any
     TensorFlow it loaded."""
-    import multiprocessing
-    from multiprocessing import forkserver
-
-    multiprocessing.get_context("forkserver").set_forkserver_preload(
-        ["melody.data.pool", "melody.inputs"])
-    forkserver.ensure_running()
+    worker.start_forkserver(["melody.data.pool", "melody.inputs"])
 
 
 class _Worker:
@@ -265,8 +261,8 @@ def _worker_main(conn, reader_spec: str, tokenizer_config: dict, memory_limit: i
 
     faulthandler.disable()  # a forked worker's crash is reported by the parent, not dumped
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    _limit_memory(memory_limit)
-    _mute_output()
+    limit_memory(memory_limit)
+    mute_output()
     try:
         from melody.errors import SkipFile
 
@@ -288,26 +284,3 @@ def _worker_main(conn, reader_spec: str, tokenizer_config: dict, memory_limit: i
         conn.send((record, tokens, time.monotonic() - start))
         if record["reason"] == OUT_OF_MEMORY:
             return
-
-
-def _limit_memory(extra: int) -> None:
-    """Cap the worker's address space at its start-up size plus ``extra`` bytes."""
-    try:
-        import resource
-
-        with open("/proc/self/statm") as f:
-            size = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-        resource.setrlimit(resource.RLIMIT_AS, (size + extra, size + extra))
-    except (OSError, ValueError, ImportError):
-        pass  # not Linux: no cap, the deadline still holds
-
-
-def _mute_output() -> None:
-    """music21 and friends print warnings that would tear the progress bar."""
-    import warnings
-
-    warnings.simplefilter("ignore")
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
-    os.dup2(devnull, 2)
-    os.close(devnull)

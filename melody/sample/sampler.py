@@ -34,8 +34,29 @@ def next_token_probs(logits, allowed, temperature=1.0, top_k=None, top_p=None,
     ``bias`` (log-probabilities, [vocab]) is added after the temperature: a
     prior multiplied into the model's distribution. Masked tokens get
     probability exactly 0. Every row of ``allowed`` must allow a token.
+
+    Any finite temperature > 0 gives probabilities, never NaN: the logits are
+    shifted so the likeliest allowed one is 0 before they are divided (so no
+    quotient overflows to infinity and nothing subtracts infinity from
+    itself), in float64; as the temperature nears 0 this becomes greedy. A
+    token that the bias or the logits rule out (minus infinity) is taken only
+    when nothing else is allowed.
+
+    >>> next_token_probs([[1.0, 2.0, 3.0]], [[True, True, False]], temperature=1e-300)
+    array([[0., 1., 0.]])
     """
-    logits = np.asarray(logits, np.float64) / temperature
+    logits = np.asarray(logits, np.float64)
+    allowed = np.asarray(allowed, bool)
+    if bias is not None:
+        bias = np.broadcast_to(np.asarray(bias, np.float64), logits.shape)
+        allowed = _prefer(allowed, np.isfinite(bias))
+        bias = np.where(np.isfinite(bias), bias, 0.0)
+    ruled_out = ~(logits > -np.inf)  # minus infinity, or NaN from a network gone wrong
+    allowed = _prefer(allowed, ~ruled_out)
+    logits = np.where(ruled_out, 0.0, np.minimum(logits, np.finfo(np.float64).max))
+    top = np.where(allowed, logits, -np.inf).max(axis=1, keepdims=True)
+    with np.errstate(over="ignore"):  # a huge negative quotient is -inf: probability 0
+        logits = (logits - top) / temperature
     if bias is not None:
         logits = logits + bias
     logits = np.where(allowed, logits, -np.inf)
@@ -55,6 +76,12 @@ def next_token_probs(logits, allowed, temperature=1.0, top_k=None, top_p=None,
         probs = np.where(keep, probs, 0.0)
         probs /= probs.sum(axis=1, keepdims=True)
     return probs
+
+
+def _prefer(allowed: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """``allowed & ok`` in the rows where that leaves a token, else ``allowed``."""
+    both = allowed & ok
+    return np.where(both.any(axis=1, keepdims=True), both, allowed)
 
 
 def draw(probs: np.ndarray, uniforms: np.ndarray) -> np.ndarray:

@@ -136,9 +136,16 @@ class Trainer:
         self.tokenizer = dataset.tokenizer
         self.train_data = dataset.split("train")
         self.val_data = dataset.split("val")
+        if len(self.val_data) == 0 and len(self.train_data) == 0:
+            raise UsageError(f"dataset {dataset.folder} holds no pieces: no file of its "
+                             f"collection yielded a melody (each file's reason is in "
+                             f"{dataset.folder / 'manifest.json'})")
         if len(self.val_data) == 0:
             raise UsageError(f"dataset {dataset.folder} has no validation pieces; "
                              "prepare it with a larger --val-fraction")
+        if len(self.train_data) == 0:
+            raise UsageError(f"dataset {dataset.folder} has no training pieces; "
+                             "prepare it with a smaller --val-fraction or more files")
         self.seq_len = min(train_cfg.seq_len, len(self.train_data.tokens) - 1)
         if self.seq_len < 2:
             raise UsageError(f"dataset {dataset.folder} has too few training tokens "
@@ -167,18 +174,31 @@ class Trainer:
         with strategy.scope():
             self.model = compiled_model(self.model_cfg, self.cfg)
 
-    def resume(self, strategy):
+    def resume(self, strategy, allow_data_change: bool = False):
         self.replicas = strategy.num_replicas_in_sync
         with strategy.scope():
             self.model, state = load_checkpoint(self.out)
         self.progress = Progress.from_dict(state["progress"])
         check_same_architecture(state["model"], self.model_cfg)
-        if state.get("data", {}).get("digest") != self.dataset.digest:
-            print(f"warning: {self.dataset.folder} changed since this run started", file=sys.stderr)
+        saved = state.get("data") or {}
+        changed = saved.get("digest") != self.dataset.digest
+        if changed and not allow_data_change:
+            raise UsageError(
+                f"--resume: {self.out} was trained on {saved.get('folder')} (digest "
+                f"{saved.get('digest')}), not on {self.dataset.folder} as it is now (digest "
+                f"{self.dataset.digest}); one history would mix two validation splits. Resume "
+                "with the run's own --data, or add --allow-data-change to go on with this one")
         # New flags win over the saved ones, except the learning rate, which
         # the plateau schedule has been lowering.
         self.model.optimizer.learning_rate = self.progress.learning_rate
-        if (self.out / MODEL_FILE).exists() and self.progress.best is not None:
+        if changed:
+            # Scores on another validation split do not compare: the best starts over.
+            p = self.progress
+            p.best, p.best_epoch, p.wait = None, p.epoch, 0
+            print(f"note: going on with {self.dataset.folder}, not {saved.get('folder')}; "
+                  f"epochs after {p.epoch} are scored on its validation split and the best "
+                  "score starts over", file=sys.stderr)
+        elif (self.out / MODEL_FILE).exists() and self.progress.best is not None:
             self.best_weights = ModelFolder(self.out).keras_model().get_weights()
 
     # -- one epoch --------------------------------------------------------------
