@@ -31,6 +31,7 @@ EVALUATE_SAMPLES = 100  # melodies generated for the musicality statistics
 # Ceilings. Each protects the machine (memory, time, disk) or keeps a value
 # where the files that store it and the libraries that use it can hold it;
 # the flags' --help says them.
+MAX_FILE_BYTES = 32 * 2**20  # a music file read by prepare, render or --primer
 MAX_SEED = 2**32 - 1  # NumPy's legacy seeding (Keras's set_random_seed) takes 32 bits
 MIN_TEMPO, MAX_TEMPO = 10.0, 1000.0  # BPM; MIDI stores about 3.6 to 60,000,000
 MAX_MELODIES = 1000  # melodies per generate call (they are sampled as one batch)

@@ -10,11 +10,12 @@ Kneser-Ney n-gram trained on the model's own training split. Then
 from __future__ import annotations
 
 import itertools
+import os
 import sys
 import tempfile
 from pathlib import Path
 
-from melody.config import EVALUATE_SAMPLES
+from melody.config import EVALUATE_SAMPLES, MAX_SAMPLES, MAX_SEED, check_int
 from melody.data import (
     TokenData,
     is_dataset,
@@ -41,6 +42,10 @@ def evaluate(model=None, data=None, *, samples: int = EVALUATE_SAMPLES, seed: in
     from melody.musicality import evaluate_report
 
     _check_musicality_args(samples, png)
+    try:
+        check_int("seed", seed, 0, MAX_SEED)
+    except (TypeError, ValueError) as e:
+        raise UsageError(str(e))
     folder = ModelFolder(model)
     data = [data] if isinstance(data, (str, Path)) else data
     tokens, described = evaluation_data(data, folder)
@@ -78,6 +83,13 @@ def _check_musicality_args(samples: int, png) -> None:
     if png and not samples:
         raise UsageError("--png draws the musicality statistics; it needs --samples of at "
                          "least 2, got 0")
+    if png and os.path.lexists(png):
+        raise UsageError(f"--png {png} exists; evaluate never replaces a file: remove it or "
+                         "give a new name")
+    try:
+        check_int("samples", samples, 0, MAX_SAMPLES)
+    except (TypeError, ValueError) as e:
+        raise UsageError(str(e))
 
 
 # -- which tokens to score ---------------------------------------------------------------

@@ -44,14 +44,15 @@ def read_json(path: Path, limit: int):
             data = json.loads(f.read(limit + 1))
     except (OSError, ValueError, RecursionError) as e:  # RecursionError: nested too deep
         raise ModelFolderError(f"{path}: not readable JSON ({type(e).__name__}: {e})") from None
-    depth = nesting(data)
-    if depth > MAX_DEPTH:
-        raise ModelFolderError(f"{path}: JSON nested {depth} levels deep; at most {MAX_DEPTH}")
+    if nesting(data) > MAX_DEPTH:
+        raise ModelFolderError(f"{path}: JSON nested deeper than {MAX_DEPTH} levels; ours "
+                               "nest 5 deep")
     return data
 
 
 def nesting(data) -> int:
-    """How deep lists and objects nest in ``data`` (a scalar: 0), without recursion."""
+    """How deep lists and objects nest in ``data`` (a scalar: 0), without recursion;
+    anything deeper than MAX_DEPTH counts as MAX_DEPTH + 1."""
     deepest, stack = 0, [(data, 1)]
     while stack:
         value, depth = stack.pop()
@@ -127,8 +128,8 @@ def check_zip(path: Path, weights_bytes: int) -> None:
     try:
         size = os.stat(path).st_size
         if size > sum(limits.values()) + 2**20:
-            raise ModelFolderError(f"{path}: {size} bytes; a model of these settings takes "
-                                   f"at most {sum(limits.values()) + 2**20}")
+            raise ModelFolderError(f"{path}: {size} bytes; a model of config.json's settings "
+                                   f"takes at most {sum(limits.values()) + 2**20}")
         with zipfile.ZipFile(path) as z:
             infos = z.infolist()
     except (OSError, ValueError, zipfile.BadZipFile) as e:
@@ -143,7 +144,7 @@ def check_zip(path: Path, weights_bytes: int) -> None:
         seen.add(info.filename)
         if info.file_size > limit:
             raise ModelFolderError(f"{path}: {info.filename} unpacks to {info.file_size} "
-                                   f"bytes; at most {limit} for a model of these settings")
+                                   f"bytes; at most {limit} for a model of config.json's settings")
 
 
 def read_member(path: Path, name: str) -> bytes:

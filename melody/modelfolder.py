@@ -60,7 +60,7 @@ from melody.modelcheck import (
 from melody.notes import Melody
 from melody.sample import NumpyGRU, Primer, key_prior, read_primer, sample
 from melody.sample.weights import read_network
-from melody.tokenizer import Tokenizer
+from melody.tokenizer import MAX_TOKENIZER_BYTES, Tokenizer
 
 MODEL_FILE = "model.keras"
 CONFIG_FILE = "config.json"
@@ -70,9 +70,6 @@ MODEL_FOLDER_FILES = (MODEL_FILE, CONFIG_FILE, TOKENIZER_FILE, "originality.npz"
 # What config.json may hold; the first three generate and evaluate read.
 CONFIG_KEYS = ("model", "key_prior", "data", "train", "history", "metrics", "weights_digest",
                "evaluation", "trained_on", "parent")
-MAX_TOKENIZER_BYTES = 2**20  # a tokenizer.json of the largest vocabulary takes 40 KB
-
-
 def shipped_folder() -> Path:
     """The pretrained model shipped inside the package."""
     return Path(__file__).parent / "pretrained" / "folk"

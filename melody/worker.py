@@ -41,7 +41,7 @@ class Worker:
 
     def __init__(self, spec: str, timeout: float, memory_limit: int, preload=()):
         self.spec, self.timeout, self.memory_limit = spec, timeout, memory_limit
-        self.preload = (__name__, *preload)
+        self.preload = list(preload)  # imported before the worker says it is ready
         self.process = self.conn = None
 
     def call(self, *args):
@@ -68,7 +68,7 @@ class Worker:
             return rest[0]
         if kind == "memory":
             self.stop()
-            raise WorkerLost(f"out of memory (more than {self.memory_limit / 2**30:g} GB)")
+            raise WorkerLost(f"out of memory (over its cap of {self.memory_limit / 2**20:.0f} MB)")
         if kind == "value":
             raise ValueError(rest[0])
         if kind == "os":
@@ -78,17 +78,22 @@ class Worker:
     def _start(self) -> None:
         import multiprocessing
 
-        start_forkserver(self.preload)
+        start_forkserver([__name__, *self.preload])
         ctx = multiprocessing.get_context("forkserver")
         parent, child = ctx.Pipe()
         self.process = ctx.Process(target=_main, daemon=True,
-                                   args=(child, self.spec, self.memory_limit))
+                                   args=(child, self.spec, self.memory_limit, self.preload))
         self.process.start()
         child.close()  # so the worker's death reads as end-of-file here
         self.conn = parent
-        if not self.conn.poll(60) or self.conn.recv() is not None:
+        try:
+            ready = self.conn.poll(60) and self.conn.recv() is None
+        except (EOFError, OSError):
+            ready = False
+        if not ready:  # no file's fault: every worker would fail the same way
+            why = self._death() if not self.process.is_alive() else "not ready within 60 s"
             self.stop()
-            raise RunError("a worker process could not start")
+            raise RunError(f"worker processes cannot start: {why.replace('crashed ', '')}")
 
     def _death(self) -> str:
         self.process.join(5)
@@ -116,16 +121,18 @@ class Worker:
         self.stop()
 
 
-def _main(conn, spec: str, memory_limit: int) -> None:
+def _main(conn, spec: str, memory_limit: int, preload) -> None:
     import faulthandler
     import importlib
 
     faulthandler.disable()  # a worker's crash is reported by the parent, not dumped
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    limit_memory(memory_limit)
     mute_output()
     module, _, name = spec.partition(":")
     function = getattr(importlib.import_module(module), name)
+    for library in preload:  # before the clock of the first call starts
+        importlib.import_module(library)
+    limit_memory(memory_limit)
     conn.send(None)  # ready
     while True:
         try:

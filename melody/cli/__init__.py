@@ -23,7 +23,6 @@ import math  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 from melody import __version__, corpus  # noqa: E402
 from melody import config as c  # noqa: E402
@@ -99,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     # prepare ------------------------------------------------------------------
     p = command("prepare", "Turn music files into a token dataset (built-in folk corpus by default).")
+    p.epilog = ("One run at a time writes a dataset folder: a second is refused, naming the "
+                "first. A collection in which no file yields a melody is an error (exit code "
+                "2); the manifest still says why each file was skipped.")
     p.add_argument("sources", nargs="*", metavar="SOURCES",
                    help="files or folders (searched recursively) of .mid .midi .kar "
                         ".xml .musicxml .mxl .abc .krn; none: the built-in folk corpus")
@@ -230,10 +232,15 @@ def build_parser() -> argparse.ArgumentParser:
     # render ---------------------------------------------------------------------
     p = command("render", "Make WAV, piano-roll PNG and MusicXML from MIDI files.")
     p.epilog = ("Without --wav/--png/--musicxml all three are written. Outputs are named after "
-                "each file (NAME.wav, NAME.png, NAME.musicxml) and never overwrite: NAME-2.* "
-                "and so on. A file that cannot be read is named on stderr with the reason and "
-                "the others are still rendered; the exit code is then 1 (2 when no file could "
-                "be rendered).")
+                "each file (NAME.wav, NAME.png, NAME.musicxml), appear together or not at all, "
+                "and never overwrite: NAME-2.* and so on. Each file is rendered in a worker "
+                f"process with a time limit (--timeout) and a memory cap "
+                f"({c.RENDER_MEMORY / 2**30:g} GB); only regular files are opened (a FIFO, a "
+                f"device or a folder is named and skipped), of at most {c.MAX_FILE_BYTES // 2**20} MB, and a "
+                f"WAV is made of at most {c.MAX_WAV_SECONDS / 60:g} minutes of music. A file "
+                "that cannot be read or rendered is named on stderr with the reason and the "
+                "others are still rendered; the exit code is then 1 (2 when no file could be "
+                "rendered).")
     p.add_argument("files", nargs="+", metavar="FILES", help="MIDI files (any tracks, drums included)")
     p.add_argument("--wav", action="store_true",
                    help="write a 44.1 kHz 16-bit WAV (FluidSynth when installed, "
@@ -306,37 +313,6 @@ COMMANDS = {"prepare": _prepare, "train": _train, "generate": _generate, "evalua
             "render": _render}
 
 
-def check_together(args) -> None:
-    """Checks that need more than one flag, or the file system; UsageError when one fails."""
-    lowest, highest = getattr(args, "lowest", None), getattr(args, "highest", None)
-    if lowest is not None and highest is not None and lowest > highest:
-        raise UsageError(f"--lowest {lowest} is above --highest {highest}; "
-                         "give a lowest pitch at or below the highest")
-    if getattr(args, "allow_data_change", False) and not args.resume:
-        raise UsageError("--allow-data-change only applies with --resume")
-    if getattr(args, "out", None):
-        _check_folder("--out", args.out)
-    if getattr(args, "png", None) and isinstance(args.png, str):  # evaluate's --png FILE
-        if os.path.isdir(args.png):
-            raise UsageError(f"--png must be a file name, got the folder {args.png}")
-        _check_folder("--png", os.path.dirname(args.png) or ".", args.png)
-        if os.path.lexists(args.png):
-            raise UsageError(f"--png {args.png} exists; evaluate never replaces a file: "
-                             "remove it or give a new name")
-
-
-def _check_folder(flag: str, folder, given=None) -> None:
-    """No file where ``folder``, or a folder above it, must be (mkdir would fail)."""
-    path = Path(folder)
-    for place in (path, *path.parents):
-        if os.path.lexists(place):
-            if place.is_dir():
-                return
-            if given is None and place == path:
-                raise UsageError(f"{flag} must be a folder, got the file {path}")
-            raise UsageError(f"{flag} {given or folder}: {place} is a file, not a folder")
-
-
 def _json_safe(value):
     """NaN and infinity are not JSON: strict parsers refuse them, so they become null."""
     if isinstance(value, float):
@@ -375,7 +351,7 @@ def main(argv=None) -> int:
     try:
         # Libraries that print (pyfluidsynth does when $CI is set) must not corrupt --json.
         with _terminate_by_exception(), contextlib.redirect_stdout(sys.stderr):
-            check_together(args)
+            flags.check_together(args)
             result, summary = COMMANDS[args.command](args)
     except Terminated as e:
         print(f"{prog}: terminated by {e}", file=sys.stderr)

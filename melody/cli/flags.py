@@ -1,16 +1,19 @@
-"""Flag types for the command line: each error names the allowed values and what was given.
+"""Flag types for the command line, and the checks that need more than one flag.
 
-The ranges are the ones ``melody.config`` checks for the Python API (the same
-functions, the same constants), so a value the command line takes the API
-takes too.
+Each error names the allowed values and what was given. The ranges are the
+ones ``melody.config`` checks for the Python API (the same functions, the same
+constants), so a value the command line takes the API takes too.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
+from pathlib import Path
 
 from melody import config
+from melody.errors import UsageError
 
 
 def whole(low: int, high: int | None = None):
@@ -104,3 +107,40 @@ def stem(text: str) -> str:
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e).removeprefix("name "))
     return text
+
+
+def check_together(args) -> None:
+    """Checks that need more than one flag, or the file system; UsageError when one fails."""
+    lowest, highest = getattr(args, "lowest", None), getattr(args, "highest", None)
+    if lowest is not None and highest is not None and lowest > highest:
+        raise UsageError(f"--lowest {lowest} is above --highest {highest}; "
+                         "give a lowest pitch at or below the highest")
+    n, notes, bars = (getattr(args, k, None) for k in ("n", "notes", "bars"))
+    for length, flag, most in ((notes, "--notes", config.MAX_BATCH_NOTES), (bars, "--bars",
+                                                                      config.MAX_BATCH_BARS)):
+        if length is not None and n * length > most:
+            raise UsageError(f"-n {n} x {flag} {length} = {n * length}; at most {most} per "
+                             "call: ask for fewer melodies, or shorter ones")
+    if getattr(args, "allow_data_change", False) and not args.resume:
+        raise UsageError("--allow-data-change only applies with --resume")
+    if getattr(args, "out", None):
+        _check_folder("--out", args.out)
+    if getattr(args, "png", None) and isinstance(args.png, str):  # evaluate's --png FILE
+        if os.path.isdir(args.png):
+            raise UsageError(f"--png must be a file name, got the folder {args.png}")
+        _check_folder("--png", os.path.dirname(args.png) or ".", args.png)
+        if os.path.lexists(args.png):
+            raise UsageError(f"--png {args.png} exists; evaluate never replaces a file: "
+                             "remove it or give a new name")
+
+
+def _check_folder(flag: str, folder, given=None) -> None:
+    """No file where ``folder``, or a folder above it, must be (mkdir would fail)."""
+    path = Path(folder)
+    for place in (path, *path.parents):
+        if os.path.lexists(place):
+            if place.is_dir():
+                return
+            if given is None and place == path:
+                raise UsageError(f"{flag} must be a folder, got the file {path}")
+            raise UsageError(f"{flag} {given or folder}: {place} is a file, not a folder")

@@ -10,7 +10,6 @@ from melody.errors import SkipFile
 MIDI_EXTENSIONS = frozenset({".mid", ".midi", ".kar"})
 SCORE_EXTENSIONS = frozenset({".xml", ".musicxml", ".mxl", ".abc", ".krn"})
 MUSIC_EXTENSIONS = MIDI_EXTENSIONS | SCORE_EXTENSIONS
-MAX_FILE_BYTES = 32 * 2**20
 
 
 def file_size(path: Path) -> int:

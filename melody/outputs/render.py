@@ -17,14 +17,17 @@ import stat
 import warnings
 from pathlib import Path
 
-from melody.config import RENDER_MEMORY, RENDER_TIMEOUT
+from melody.config import MAX_FILE_BYTES, RENDER_MEMORY, RENDER_TIMEOUT
 from melody.errors import UsageError
 from melody.fileio import OutputSet, atomic_write_bytes, sweep
-from melody.inputs.files import MAX_FILE_BYTES
 from melody.outputs.audio import fluidsynth_available, fluidsynth_problem
 from melody.worker import Worker, WorkerLost
 
 OUTPUTS = {"wav": ".wav", "png": ".png", "musicxml": ".musicxml"}
+# What a render worker imports before its clock starts, by output.
+_LIBRARIES = {"wav": ("pretty_midi",), "png": ("pretty_midi", "matplotlib.figure",
+                                               "matplotlib.backends.backend_agg"),
+              "musicxml": ("pretty_midi", "music21.musicxml.m21ToXml")}
 _KINDS = {stat.S_ISFIFO: "a FIFO", stat.S_ISCHR: "a device", stat.S_ISBLK: "a device",
           stat.S_ISSOCK: "a socket"}
 
@@ -129,7 +132,7 @@ def render(files, *, wav: bool = False, png: bool = False, musicxml: bool = Fals
     files = list(files)
     done, errors, swept = [], [], set()
     with Worker("melody.outputs.render:render_bytes", timeout, memory_limit,
-                preload=["melody.outputs.render", "pretty_midi"]) as worker:
+                preload=[library for kind in kinds for library in _LIBRARIES[kind]]) as worker:
         for source in files:
             folder = Path(out) if out else Path(source).parent
             if folder not in swept and folder.is_dir():

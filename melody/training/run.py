@@ -14,9 +14,13 @@ from melody.fileio import sweep
 from melody.lock import FolderLock
 from melody.model import flops_per_token
 from melody.modelfolder import MODEL_FILE, MODEL_FOLDER_FILES
-from melody.training.checkpoints import checkpoint_dir, list_checkpoints
+from melody.training.checkpoints import (
+    ARCHITECTURE_FLAGS,
+    checkpoint_dir,
+    list_checkpoints,
+)
 from melody.training.strategy import make_strategy
-from melody.training.trainer import ARCHITECTURE_FLAGS, StopRequest, Trainer
+from melody.training.trainer import StopRequest, Trainer
 
 
 def check_out_folder(out: Path, resume: bool) -> None:

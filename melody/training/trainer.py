@@ -35,13 +35,14 @@ from melody.data import Dataset
 from melody.errors import UsageError
 from melody.model import build_model
 from melody.modelfolder import MODEL_FILE, ModelFolder, save_model_folder
-from melody.training.checkpoints import load_checkpoint, save_checkpoint
+from melody.training.checkpoints import (
+    load_checkpoint,
+    save_checkpoint,
+)
 from melody.training.logs import scalar_log
 from melody.training.windows import WindowSampler, transpose_tables
 
 MIN_STEPS = 50  # batches per epoch at the least, unless --steps-per-epoch says otherwise
-ARCHITECTURE_FLAGS = {"units": "--units", "layers": "--layers", "embedding": "--embedding",
-                      "dropout": "--dropout", "reset_after": "--reset-after"}
 
 
 class StopRequest:
@@ -121,8 +122,18 @@ class Progress:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Progress":
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        """The progress a checkpoint's state holds; ValueError when a field is not of its type."""
+        if not isinstance(data, dict):
+            raise ValueError(f"progress must be an object, got {type(data).__name__}")
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        for name, value in values.items():
+            kinds = {"int": (int,), "float": (int, float), "float | None": (int, float, type(None)),
+                     "list": (list,)}[str(known[name].type)]
+            if isinstance(value, bool) or not isinstance(value, kinds) or (
+                    isinstance(value, (int, float)) and value < 0):
+                raise ValueError(f"{name} must be {known[name].type} (not negative), got {value!r}")
+        return cls(**values)
 
 
 class Trainer:
@@ -177,9 +188,12 @@ class Trainer:
     def resume(self, strategy, allow_data_change: bool = False):
         self.replicas = strategy.num_replicas_in_sync
         with strategy.scope():
-            self.model, state = load_checkpoint(self.out)
-        self.progress = Progress.from_dict(state["progress"])
-        check_same_architecture(state["model"], self.model_cfg)
+            self.model, state = load_checkpoint(self.out, self.model_cfg)
+        try:
+            self.progress = Progress.from_dict(state.get("progress"))
+        except (TypeError, ValueError) as e:
+            raise UsageError(f"--resume: the newest checkpoint in {self.out} has a damaged "
+                             f"state ({e}); train again without --resume")
         saved = state.get("data") or {}
         changed = saved.get("digest") != self.dataset.digest
         if changed and not allow_data_change:
@@ -355,14 +369,3 @@ class Trainer:
                   f"| lr {lr:.2g} | {self.tokens_per_second:,.0f} tokens/s",
                   file=sys.stderr, flush=True)
         return "early stop" if self.progress.wait >= self.cfg.patience else "done"
-
-
-def check_same_architecture(saved: dict, model_cfg: ModelConfig) -> None:
-    given = model_cfg.to_dict()
-    diffs = [f"{flag} {str(saved[k]).lower() if k == 'reset_after' else saved[k]}"
-             for k, flag in ARCHITECTURE_FLAGS.items() if saved.get(k) != given[k]]
-    if saved.get("vocab_size") != given["vocab_size"]:
-        raise UsageError("--resume: the dataset's vocabulary differs from the saved model's")
-    if diffs:
-        raise UsageError("--resume: the saved model was trained with different architecture "
-                         f"flags; resume with {' '.join(diffs)}")
