@@ -117,8 +117,15 @@ def evaluation_data(data_args, folder: ModelFolder) -> tuple[TokenData, str]:
 
 
 def _tokenise_files(paths, tokenizer) -> TokenData:
+    from melody.data.prepare import NoMelody, counted
+
     with tempfile.TemporaryDirectory(prefix="melody-evaluate-") as tmp:
-        prepare(list(paths), Path(tmp) / "data", val_fraction=0.0)
+        try:
+            prepare(list(paths), Path(tmp) / "data", val_fraction=0.0)
+        except NoMelody as e:
+            raise UsageError(f"no pieces to evaluate in {', '.join(paths)}: "
+                             f"{counted(e.result['files'], 'file')}, all skipped "
+                             f"({e.reasons})") from None
         dataset = load_dataset(Path(tmp) / "data")
         _check_tokenizer(dataset.tokenizer, tokenizer, paths[0])
         pieces = [p for split in ("train", "val") for p in dataset.split(split).pieces()]

@@ -56,7 +56,8 @@ def generate(model=None, out=GENERATED, *, n: int = 4, seed: int | None = None, 
     folder = ModelFolder(model)
     if Path(out).is_dir():
         sweep(out)  # what runs killed here before left
-    batch = folder.sample(config, primer, tempo, program)
+    with _bar(n, "sampling") as bar:
+        batch = folder.sample(config, primer, tempo, program, on_finished=bar.update)
     if wav:
         _check_wav_length(batch.melodies)
     originality = _originality(batch.melodies, folder) if check_originality else None
@@ -65,13 +66,25 @@ def generate(model=None, out=GENERATED, *, n: int = 4, seed: int | None = None, 
                      check_originality=check_originality, **options)
     extras = [kind for kind, asked in zip(EXTRAS, (wav, png, musicxml)) if asked]
     files = []
-    for i, (tokens, melody) in enumerate(zip(batch.sequences, batch.melodies), start=1):
-        sidecar = _sidecar(folder, batch, arguments, i, tokens, melody)
-        if originality is not None:
-            sidecar["originality"] = originality[i - 1]
-        stem = f"melody-{seed}-{i}" if name is None else (name if n == 1 else f"{name}-{i}")
-        files.append(write_melody(Path(out), melody, stem, sidecar, extras))
+    with _bar(n, "writing") as bar:
+        for i, (tokens, melody) in enumerate(zip(batch.sequences, batch.melodies), start=1):
+            sidecar = _sidecar(folder, batch, arguments, i, tokens, melody)
+            if originality is not None:
+                sidecar["originality"] = originality[i - 1]
+            stem = f"melody-{seed}-{i}" if name is None else (name if n == 1 else f"{name}-{i}")
+            files.append(write_melody(Path(out), melody, stem, sidecar, extras))
+            bar.update()
     return {"files": files, "seed": seed, "model": str(folder.path)}
+
+
+def _bar(n: int, what: str):
+    """A progress bar on a terminal (none when stderr is not one) for n melodies."""
+    import sys
+
+    from tqdm import tqdm
+
+    return tqdm(total=n, unit="melody", desc=what, file=sys.stderr, disable=None, leave=False,
+                dynamic_ncols=True)
 
 
 def _sidecar(folder: ModelFolder, batch: Batch, arguments: dict, index: int, tokens,

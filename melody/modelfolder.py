@@ -223,8 +223,10 @@ class ModelFolder:
         check_output(tempo, program)
         return self.sample(config, primer, tempo, program).melodies
 
-    def sample(self, config: SampleConfig, primer=None, tempo=None, program=None) -> Batch:
-        """Sample ``config.n`` melodies (see ``generate``) and keep their tokens."""
+    def sample(self, config: SampleConfig, primer=None, tempo=None, program=None,
+               on_finished=None) -> Batch:
+        """Sample ``config.n`` melodies (see ``generate``) and keep their tokens;
+        ``on_finished(k)``: k more melodies are done."""
         if primer is not None and not isinstance(primer, Primer):
             primer = read_primer(primer, self.tokenizer)
         if primer is not None and tempo is None:
@@ -235,7 +237,8 @@ class ModelFolder:
                                  f"is outside {MIN_TEMPO:g}..{MAX_TEMPO:g}; give --tempo")
         try:
             sequences = sample(self.network, self.tokenizer, config,
-                               None if primer is None else primer.tokens, key_logp=self.key_prior)
+                               None if primer is None else primer.tokens, key_logp=self.key_prior,
+                               on_finished=on_finished)
         except ValueError as e:
             raise UsageError(str(e))
         tempo = tempo or (primer.melody.tempo if primer else DEFAULT_TEMPO)

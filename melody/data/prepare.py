@@ -92,7 +92,7 @@ class _Prepare:
                     self.out.rmdir()
             raise
         if not result["ok"]:
-            raise UsageError(_nothing_usable(result, self.sources))
+            raise NoMelody(result, self.sources)
         return result
 
     def _build(self, start: float) -> dict:
@@ -315,12 +315,23 @@ def _code_digest(reader: str) -> str:
     return h.hexdigest()[:16]
 
 
-def _nothing_usable(r: dict, sources) -> str:
-    reasons = ", ".join(f"{n} {reason}" for reason, n in
-                        sorted(r["skipped"].items(), key=lambda kv: -kv[1]))
-    return (f"no melody in {', '.join(map(str, sources))}: all {r['pieces']} pieces of "
-            f"{r['files']} files were skipped ({reasons or 'no pieces'}); each file's reason "
-            f"is in {Path(r['dataset']) / 'manifest.json'}")
+class NoMelody(UsageError):
+    """No file of the collection yields a melody; ``reasons`` counts why (the dataset
+    is written all the same, its manifest saying why for each file)."""
+
+    def __init__(self, result: dict, sources):
+        self.result = result
+        self.reasons = ", ".join(f"{n} {reason}" for reason, n in
+                                 sorted(result["skipped"].items(), key=lambda kv: -kv[1]))
+        super().__init__(
+            f"no melody in {', '.join(map(str, sources))}: {counted(result['pieces'], 'piece')} "
+            f"of {counted(result['files'], 'file')}, all skipped ({self.reasons or 'none'}); "
+            f"each file's reason is in {Path(result['dataset']) / 'manifest.json'}")
+
+
+def counted(n: int, what: str) -> str:
+    """'1 file', '3 files'."""
+    return f"{n:,} {what}{'' if n == 1 else 's'}"
 
 
 def summary_text(r: dict) -> str:
