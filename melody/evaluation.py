@@ -25,6 +25,7 @@ from melody.data import (
     training_split,
 )
 from melody.errors import UsageError
+from melody.fileio import sweep
 from melody.modelfolder import ModelFolder
 from melody.scoring import ModelScorer, fit_baseline, score_ngram
 
@@ -47,6 +48,8 @@ def evaluate(model=None, data=None, *, samples: int = EVALUATE_SAMPLES, seed: in
     except (TypeError, ValueError) as e:
         raise UsageError(str(e))
     folder = ModelFolder(model)
+    if png and Path(png).parent.is_dir():
+        sweep(Path(png).parent)  # what an evaluate killed there before left
     data = [data] if isinstance(data, (str, Path)) else data
     tokens, described = evaluation_data(data, folder)
     if len(tokens) == 0:

@@ -82,7 +82,8 @@ class Worker:
         ctx = multiprocessing.get_context("forkserver")
         parent, child = ctx.Pipe()
         self.process = ctx.Process(target=_main, daemon=True,
-                                   args=(child, self.spec, self.memory_limit, self.preload))
+                                   args=(child, self.spec, self.memory_limit, self.preload,
+                                         os.getpid()))
         self.process.start()
         child.close()  # so the worker's death reads as end-of-file here
         self.conn = parent
@@ -121,12 +122,13 @@ class Worker:
         self.stop()
 
 
-def _main(conn, spec: str, memory_limit: int, preload) -> None:
+def _main(conn, spec: str, memory_limit: int, preload, parent: int) -> None:
     import faulthandler
     import importlib
 
     faulthandler.disable()  # a worker's crash is reported by the parent, not dumped
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    die_with(parent)
     mute_output()
     module, _, name = spec.partition(":")
     function = getattr(importlib.import_module(module), name)
@@ -155,6 +157,25 @@ def _main(conn, spec: str, memory_limit: int, preload) -> None:
             conn.send(("memory",))
         if reply[0] == "memory":
             return  # its heap may be past saving
+
+
+def die_with(pid: int) -> None:
+    """End this worker when process ``pid`` (the run it works for) is gone, even in
+    the middle of a call: a run killed by SIGKILL cannot stop its workers, and
+    their forkserver parent may outlive it."""
+    import threading
+
+    def watch():
+        while True:
+            time.sleep(0.5)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:
+                pass
+
+    threading.Thread(target=watch, daemon=True, name="die-with-parent").start()
 
 
 def limit_memory(extra: int) -> None:

@@ -342,3 +342,45 @@ def test_a_collection_without_a_melody_is_an_error_and_train_says_why(capsys, tm
     code, _, err = run(capsys, "train", "--data", tmp_path / "ds", "--out", tmp_path / "m", *TINY)
     assert code == 2 and "holds no pieces: no file of its collection yielded a melody" in err
     assert "--val-fraction" not in err
+
+
+def _descendants(pid: int) -> set:
+    found, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            children = Path(f"/proc/{p}/task/{p}/children").read_text().split()
+        except OSError:
+            continue
+        found.update(map(int, children))
+        todo.extend(map(int, children))
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads /proc")
+def test_a_render_killed_by_sigkill_takes_its_worker_with_it(tmp_path):
+    import pretty_midi
+
+    dense = pretty_midi.PrettyMIDI()
+    for track in range(8):
+        inst = pretty_midi.Instrument(program=track)
+        inst.notes = [pretty_midi.Note(80, 40 + (i * 7 + track) % 40, i * 0.01, i * 0.01 + 0.05)
+                      for i in range(8000)]
+        dense.instruments.append(inst)
+    dense.write(str(tmp_path / "dense.mid"))
+    proc = subprocess.Popen([sys.executable, ROOT / "app.py", "render", tmp_path / "dense.mid",
+                             "--musicxml"], cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(lambda: len(_descendants(proc.pid)) >= 3)  # forkserver, its worker, a tracker
+    time.sleep(1)
+    workers = _descendants(proc.pid)
+    proc.kill()
+    proc.wait(timeout=30)
+    wait_for(lambda: not any(_running(p) for p in workers), seconds=15)

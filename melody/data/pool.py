@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import select
 import signal
 import time
@@ -25,7 +26,7 @@ from melody.data.unit import (
 )
 from melody.errors import RunError
 from melody.tokenizer import Tokenizer, TokenizerConfig
-from melody.worker import limit_memory, mute_output
+from melody.worker import die_with, limit_memory, mute_output
 
 
 def start_forkserver() -> None:
@@ -249,18 +250,22 @@ class WorkerPool:
         parent, child = self.ctx.Pipe()
         process = self.ctx.Process(
             target=_worker_main, daemon=True,
-            args=(child, self.config.reader, self.tokenizer_config, self.config.memory_limit))
+            args=(child, self.config.reader, self.tokenizer_config, self.config.memory_limit,
+                  os.getpid()))
         process.start()
         child.close()  # so the worker's death reads as end-of-file here
         return _Worker(process, parent)
 
 
-def _worker_main(conn, reader_spec: str, tokenizer_config: dict, memory_limit: int) -> None:
-    """Read units sent over ``conn`` until told to stop (None) or the pipe closes."""
+def _worker_main(conn, reader_spec: str, tokenizer_config: dict, memory_limit: int,
+                 parent: int) -> None:
+    """Read units sent over ``conn`` until told to stop (None) or the pipe closes
+    (or the run it reads for is gone)."""
     import faulthandler
 
     faulthandler.disable()  # a forked worker's crash is reported by the parent, not dumped
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    die_with(parent)
     limit_memory(memory_limit)
     mute_output()
     try:
