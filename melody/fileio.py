@@ -280,9 +280,14 @@ def _sweep_set(folder: Path, reservation: str) -> list[str]:
         if not os.path.lexists(path) or os.stat(path).st_ino != os.fstat(fd).st_ino:
             return []  # another sweep got there first
         try:
-            suffixes = json.loads(os.read(fd, 65536))["suffixes"]
+            record = json.loads(os.read(fd, 65536))
+            suffixes = record["suffixes"]
+            int(record["pid"])
+            if not all(isinstance(s, str) and re.fullmatch(r"\.[a-z0-9]{1,16}", s)
+                       for s in suffixes):
+                raise ValueError("suffixes")
         except (ValueError, KeyError, TypeError):
-            suffixes = []
+            return []  # not one of ours: never touched
         name = reservation[1:-len(RESERVED)]
         removed = []
         if suffixes and not os.path.lexists(folder / (name + suffixes[-1])):

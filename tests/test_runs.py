@@ -125,6 +125,18 @@ def test_sweep_removes_what_dead_runs_left_and_leaves_live_ones(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_sweep_never_touches_a_reservation_that_is_not_ours(tmp_path):
+    outside = tmp_path / "precious.txt"
+    outside.write_text("keep")
+    folder = tmp_path / "out"
+    (folder / "x").mkdir(parents=True)  # so that "x/../../precious.txt" leads out
+    (folder / ".x.reserved").write_text(json.dumps({"pid": 1, "suffixes": ["/../../precious.txt"]}))
+    (folder / ".y.reserved").write_text("an other program's")
+    sweep(folder)
+    assert outside.read_text() == "keep"
+    assert sorted(p.name for p in folder.iterdir()) == [".x.reserved", ".y.reserved", "x"]
+
+
 # -- generate killed ------------------------------------------------------------------------
 
 GENERATE = ["-n", 40, "--notes", 16, "--seed", 3, "--wav", "--png", "--musicxml"]
