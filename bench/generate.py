@@ -16,15 +16,12 @@ Prints figures; asserts nothing.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-
-
 
 import numpy as np  # noqa: E402
 

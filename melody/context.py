@@ -36,13 +36,13 @@ import functools
 
 import numpy as np
 
+from melody.config import BAR_CYCLE, CONTEXT_BARS, CONTEXT_POSITIONS
 from melody.tokenizer import BAR, Tokenizer
 
 HEADER = 3  # BOS KEY TS: the body starts after them
-BARS = 16  # the bar counter's period
-MAX_BAR_STEPS = 96  # the longest bar of a known meter (4/2 on the 12-step grid)
-POSITIONS = MAX_BAR_STEPS + 1  # position ids, NONE included
-BAR_IDS = BARS + 1
+BARS = BAR_CYCLE  # the bar counter's period
+POSITIONS = CONTEXT_POSITIONS  # position ids, NONE included (the longest bar: 4/2)
+BAR_IDS = CONTEXT_BARS
 
 
 class Tracker:

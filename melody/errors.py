@@ -20,6 +20,12 @@ class RunError(MelodyError):
     """The run cannot go on, for a reason outside the user's input: exit code 1."""
 
 
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP arrived: raised where the program is, so that every cleanup
+    on the way out runs (no half files, no temporaries, no lock left behind).
+    Like KeyboardInterrupt, it is not an ``Exception``; the command line exits 143."""
+
+
 class ModelFolderError(UsageError):
     """A model folder that cannot be used; the message names the folder and the damage."""
 

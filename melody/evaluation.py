@@ -9,11 +9,12 @@ Kneser-Ney n-gram trained on the model's own training split. Then
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 from pathlib import Path
 
-from melody.config import EVALUATE_SAMPLES
+from melody.config import EVALUATE_SAMPLES, MAX_SAMPLES, MAX_SEED, check_int
 from melody.data import (
     TokenData,
     is_dataset,
@@ -23,6 +24,7 @@ from melody.data import (
     training_split,
 )
 from melody.errors import UsageError
+from melody.fileio import sweep
 from melody.modelfolder import ModelFolder
 from melody.scoring import ModelScorer, fit_baseline, score_ngram
 
@@ -40,7 +42,13 @@ def evaluate(model=None, data=None, *, samples: int = EVALUATE_SAMPLES, seed: in
     from melody.musicality import evaluate_report
 
     _check_musicality_args(samples, png)
+    try:
+        check_int("seed", seed, 0, MAX_SEED)
+    except (TypeError, ValueError) as e:
+        raise UsageError(str(e))
     folder = ModelFolder(model)
+    if png and Path(png).parent.is_dir():
+        sweep(Path(png).parent)  # what an evaluate killed there before left
     data = [data] if isinstance(data, (str, Path)) else data
     tokens, described = evaluation_data(data, folder)
     if len(tokens) == 0:
@@ -77,6 +85,13 @@ def _check_musicality_args(samples: int, png) -> None:
     if png and not samples:
         raise UsageError("--png draws the musicality statistics; it needs --samples of at "
                          "least 2, got 0")
+    if png and os.path.lexists(png):
+        raise UsageError(f"--png {png} exists; evaluate never replaces a file: remove it or "
+                         "give a new name")
+    try:
+        check_int("samples", samples, 0, MAX_SAMPLES)
+    except (TypeError, ValueError) as e:
+        raise UsageError(str(e))
 
 
 # -- which tokens to score ---------------------------------------------------------------
@@ -104,8 +119,15 @@ def evaluation_data(data_args, folder: ModelFolder) -> tuple[TokenData, str]:
 
 
 def _tokenise_files(paths, tokenizer) -> TokenData:
+    from melody.data.prepare import NoMelody, counted
+
     with tempfile.TemporaryDirectory(prefix="melody-evaluate-") as tmp:
-        prepare(list(paths), Path(tmp) / "data", val_fraction=0.0)
+        try:
+            prepare(list(paths), Path(tmp) / "data", val_fraction=0.0)
+        except NoMelody as e:
+            raise UsageError(f"no pieces to evaluate in {', '.join(paths)}: "
+                             f"{counted(e.result['files'], 'file')}, all skipped "
+                             f"({e.reasons})") from None
         dataset = load_dataset(Path(tmp) / "data")
         _check_tokenizer(dataset.tokenizer, tokenizer, paths[0])
         pieces = [p for split in ("train", "val") for p in dataset.split(split).pieces()]

@@ -1,8 +1,11 @@
 """``generate``: sample melodies and write each as MIDI plus a JSON sidecar (and extras).
 
 Nothing here imports TensorFlow: the model runs in NumPy (``melody.sample``).
-Files are never overwritten (``reserve_name``) and always written whole: a
-melody is its MIDI file and sidecar together, or nothing.
+Files are never overwritten and always written whole: a melody is its MIDI
+file, extras and sidecar together, or nothing (``fileio.OutputSet``: written
+under temporary names and renamed into place together, the sidecar last). A
+run killed on the way leaves only hidden temporaries, which the next run into
+the folder removes.
 """
 
 from __future__ import annotations
@@ -11,9 +14,17 @@ import json
 import secrets
 from pathlib import Path
 
-from melody.config import DEFAULT_NOTES, GENERATED, SampleConfig
+from melody.config import (
+    DEFAULT_NOTES,
+    GENERATED,
+    MAX_SEED,
+    MAX_WAV_SECONDS,
+    SampleConfig,
+    check_name,
+)
 from melody.errors import UsageError
-from melody.modelfolder import Batch, ModelFolder
+from melody.fileio import sweep
+from melody.modelfolder import Batch, ModelFolder, check_output
 from melody.notes import Melody
 
 SUFFIXES = (".mid", ".json", ".wav", ".png", ".musicxml")
@@ -34,28 +45,46 @@ def generate(model=None, out=GENERATED, *, n: int = 4, seed: int | None = None, 
     digest, every argument, the seed, notes, seconds) and the ``wav``, ``png``
     and ``musicxml`` asked for; ``name`` is the stem (default ``melody-SEED-I``).
     """
-    folder = ModelFolder(model)
-    seed = seed if seed is not None else secrets.randbelow(2**32)
-    if name is not None and (Path(name).name != name or name in ("", ".", "..")):
-        raise UsageError(f"--name must be a file name stem without folders, got {name!r}")
-    try:
+    seed = seed if seed is not None else secrets.randbelow(MAX_SEED + 1)
+    try:  # every number checked before any work starts
         config = SampleConfig(n=n, seed=seed, **options)
-    except ValueError as e:
+        if name is not None:
+            check_name(name)
+    except (TypeError, ValueError) as e:
         raise UsageError(str(e))
-    batch = folder.sample(config, primer, tempo, program)
+    check_output(tempo, program)
+    folder = ModelFolder(model)
+    if Path(out).is_dir():
+        sweep(out)  # what runs killed here before left
+    with _bar(n, "sampling") as bar:
+        batch = folder.sample(config, primer, tempo, program, on_finished=bar.update)
+    if wav:
+        _check_wav_length(batch.melodies)
     originality = _originality(batch.melodies, folder) if check_originality else None
     arguments = dict(model=model, out=str(out), n=n, seed=seed, primer=primer and str(primer),
                      tempo=tempo, program=program, name=name, wav=wav, png=png, musicxml=musicxml,
                      check_originality=check_originality, **options)
     extras = [kind for kind, asked in zip(EXTRAS, (wav, png, musicxml)) if asked]
     files = []
-    for i, (tokens, melody) in enumerate(zip(batch.sequences, batch.melodies), start=1):
-        sidecar = _sidecar(folder, batch, arguments, i, tokens, melody)
-        if originality is not None:
-            sidecar["originality"] = originality[i - 1]
-        stem = f"melody-{seed}-{i}" if name is None else (name if n == 1 else f"{name}-{i}")
-        files.append(write_melody(Path(out), melody, stem, sidecar, extras))
+    with _bar(n, "writing") as bar:
+        for i, (tokens, melody) in enumerate(zip(batch.sequences, batch.melodies), start=1):
+            sidecar = _sidecar(folder, batch, arguments, i, tokens, melody)
+            if originality is not None:
+                sidecar["originality"] = originality[i - 1]
+            stem = f"melody-{seed}-{i}" if name is None else (name if n == 1 else f"{name}-{i}")
+            files.append(write_melody(Path(out), melody, stem, sidecar, extras))
+            bar.update()
     return {"files": files, "seed": seed, "model": str(folder.path)}
+
+
+def _bar(n: int, what: str):
+    """A progress bar on a terminal (none when stderr is not one) for n melodies."""
+    import sys
+
+    from tqdm import tqdm
+
+    return tqdm(total=n, unit="melody", desc=what, file=sys.stderr, disable=None, leave=False,
+                dynamic_ncols=True)
 
 
 def _sidecar(folder: ModelFolder, batch: Batch, arguments: dict, index: int, tokens,
@@ -81,6 +110,15 @@ def _sidecar(folder: ModelFolder, batch: Batch, arguments: dict, index: int, tok
     }
 
 
+def _check_wav_length(melodies) -> None:
+    for i, m in enumerate(melodies, start=1):
+        seconds = m.seconds(m.end + m.lead_in_steps)
+        if seconds > MAX_WAV_SECONDS:
+            raise UsageError(f"melody {i} lasts {seconds / 60:.0f} minutes; --wav writes at most "
+                             f"{MAX_WAV_SECONDS / 60:g}: ask for fewer --notes or --bars, or a "
+                             "faster --tempo")
+
+
 def _originality(melodies, folder: ModelFolder):
     """Per melody: its longest run and 8-note share found in the training set, and
     whether it copies more than 95 in 100 held-out human melodies do."""
@@ -97,39 +135,35 @@ def _originality(melodies, folder: ModelFolder):
 
 
 def write_melody(out: Path, melody: Melody, stem: str, sidecar: dict, extras=()) -> dict:
-    """Write NAME.mid, the ``extras`` asked for, then NAME.json; return the paths and counts."""
-    from melody.fileio import atomic_write_text, remove_written, reserve_name
+    """Write NAME.mid, the ``extras`` asked for and NAME.json as one set (all or
+    nothing, under a name no file has); return the paths and counts."""
+    from melody.fileio import OutputSet, atomic_write_text
 
-    name = reserve_name(out, stem, SUFFIXES)
-    entry = {"midi": str(out / f"{name}.mid"), "notes": sidecar["notes"],
-             "seconds": sidecar["seconds"]}
-    written = [entry["midi"]]  # the reserved, still empty, MIDI file first
-    try:
-        melody.write_midi(entry["midi"])
+    suffixes = (".mid", *(f".{kind}" for kind in extras), ".json")
+    with OutputSet(out, stem, suffixes, taken=SUFFIXES) as files:
+        entry = {"midi": str(files.path(".mid")), "notes": sidecar["notes"],
+                 "seconds": sidecar["seconds"]}
+        melody.write_midi(files.temp(".mid"))
         if extras:
             pm = melody.to_pretty_midi()
             for kind in extras:
-                written.append(str(out / f"{name}.{kind}"))
-                entry.update(_render(kind, pm, out / f"{name}.{kind}", name))
-        entry["json"] = str(out / f"{name}.json")
+                entry[kind] = str(files.path(f".{kind}"))
+                entry.update(_render(kind, pm, files.temp(f".{kind}"), files.name))
+        entry["json"] = str(files.path(".json"))
         sidecar["files"] = {k: v for k, v in entry.items() if k not in ("notes", "seconds", "json")}
         if "originality" in sidecar:
             entry["originality"] = sidecar["originality"]
-        atomic_write_text(entry["json"], json.dumps(sidecar, indent=1) + "\n")
-    except BaseException:
-        # A melody is its MIDI file plus sidecar: never leave a part of one (disk
-        # full, Ctrl-C) where a later run would have to step around it.
-        remove_written(written)
-        raise
+        atomic_write_text(files.temp(".json"), json.dumps(sidecar, indent=1) + "\n")
     return entry
 
 
 def _render(kind: str, pm, path: Path, title: str) -> dict:
+    """Write one extra to ``path``; what the entry gains besides its path."""
     # matplotlib and music21 load only when asked for
     if kind == "wav":
         from melody.outputs.audio import write_wav
 
-        return {"wav": str(path), "synth": write_wav(pm, path)}
+        return {"synth": write_wav(pm, path)}
     if kind == "png":
         from melody.outputs.pianoroll import write_png
 
@@ -138,7 +172,7 @@ def _render(kind: str, pm, path: Path, title: str) -> dict:
         from melody.outputs.score import write_musicxml
 
         write_musicxml(pm, path, title=title)
-    return {kind: str(path)}
+    return {}
 
 
 def summary_text(result: dict, out) -> str:

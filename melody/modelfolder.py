@@ -28,34 +28,48 @@ import hashlib
 import json
 import math
 import secrets
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from melody.config import DEFAULT_PROGRAM, DEFAULT_TEMPO, ModelConfig, SampleConfig
+from melody.config import (
+    DEFAULT_PROGRAM,
+    DEFAULT_TEMPO,
+    MAX_SEED,
+    MAX_TEMPO,
+    MIN_TEMPO,
+    ModelConfig,
+    SampleConfig,
+    check_int,
+    check_tempo,
+)
 from melody.errors import ModelFolderError, UsageError
+from melody.modelcheck import (
+    MAX_CONFIG_BYTES,
+    WEIGHTS,
+    check_config_fields,
+    check_zip,
+    outputs_message,
+    read_architecture,
+    read_json,
+    read_member,
+    short,
+    weights_limit,
+)
 from melody.notes import Melody
 from melody.sample import NumpyGRU, Primer, key_prior, read_primer, sample
 from melody.sample.weights import read_network
-from melody.tokenizer import Tokenizer
+from melody.tokenizer import MAX_TOKENIZER_BYTES, Tokenizer
 
 MODEL_FILE = "model.keras"
 CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"
+# What train writes into a model folder, and so would replace.
+MODEL_FOLDER_FILES = (MODEL_FILE, CONFIG_FILE, TOKENIZER_FILE, "originality.npz")
 # What config.json may hold; the first three generate and evaluate read.
 CONFIG_KEYS = ("model", "key_prior", "data", "train", "history", "metrics", "weights_digest",
                "evaluation", "trained_on", "parent")
-MAX_JSON_BYTES = 16 * 2**20  # config.json, tokenizer.json
-# Members of model.keras, and how large each may unpack; checked before any is read.
-MAX_MEMBER_BYTES = {"metadata.json": 2**20, "config.json": 16 * 2**20,
-                    "model.weights.h5": 2 * 2**30}
-KNOWN_LAYERS = ("InputLayer", "Embedding", "GRU", "Dropout", "Dense", "Reshape", "Concatenate")
-# The form context's layers (melody.model._context_inputs), as the NumPy sampler reads them.
-_GRU_INPUTS = ["embedding", "lookback_flat", "position_embedding", "bar_embedding"]
-_GRU_SETTINGS = {"activation": "tanh", "recurrent_activation": "sigmoid", "use_bias": True,
-                 "go_backwards": False}
 
 
 def shipped_folder() -> Path:
@@ -93,7 +107,7 @@ class ModelFolder:
         self.model_config = self._read_model_config()
         self.tokenizer = self._read_tokenizer()
         self.key_prior = self._read_key_prior()
-        self.layers = _read_architecture(self.path / MODEL_FILE, self.model_config.vocab_size)
+        self.layers = read_architecture(self.path / MODEL_FILE, self.model_config)
 
     def __repr__(self) -> str:
         return f"ModelFolder({str(self.path)!r})"
@@ -115,21 +129,14 @@ class ModelFolder:
 
     def _read_config(self) -> dict:
         path = self.path / CONFIG_FILE
-        config = _read_json(path)
+        config = read_json(path, MAX_CONFIG_BYTES)
         if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
             raise ModelFolderError(f"{path}: no model settings")
         unknown = sorted(set(config) - set(CONFIG_KEYS))
         if unknown:
-            raise ModelFolderError(f"{path}: unknown keys {', '.join(map(repr, unknown))}; "
+            raise ModelFolderError(f"{path}: unknown keys {short(unknown)[1:-1]}; "
                                    f"a model's config.json holds {', '.join(CONFIG_KEYS)}")
-        data = config.get("data", {})
-        if not isinstance(data, dict) or not all(
-                isinstance(data.get(k), (str, type(None))) for k in ("folder", "digest")):
-            raise ModelFolderError(f"{path}: 'data' must be an object with text 'folder' and "
-                                   f"'digest', got {_short(data)}")
-        if not isinstance(config.get("weights_digest", ""), (str, type(None))):
-            raise ModelFolderError(f"{path}: 'weights_digest' must be text, "
-                                   f"got {_short(config['weights_digest'])}")
+        check_config_fields(path, config)
         return config
 
     def _read_model_config(self) -> ModelConfig:
@@ -143,7 +150,7 @@ class ModelFolder:
     def _read_tokenizer(self) -> Tokenizer:
         path = self.path / TOKENIZER_FILE
         try:
-            tok = Tokenizer.from_dict(_read_json(path), path)
+            tok = Tokenizer.from_dict(read_json(path, MAX_TOKENIZER_BYTES), path)
         except (ValueError, KeyError, TypeError) as e:
             raise ModelFolderError(f"{self.path}: bad {TOKENIZER_FILE} ({e})")
         vocab = self.model_config.vocab_size
@@ -159,14 +166,17 @@ class ModelFolder:
         if prior is None:
             return None
         if not isinstance(prior, dict):
-            raise ModelFolderError(f"{where} must map KEY tokens to shares, got {_short(prior)}")
+            raise ModelFolderError(f"{where} must map KEY tokens to shares, got {short(prior)}")
         for name, share in prior.items():
             if not (name.startswith("KEY_") and name in self.tokenizer.ids):
-                raise ModelFolderError(f"{where} names {name!r}, which is not a KEY token")
+                raise ModelFolderError(f"{where} names {short(name)}, which is not a KEY token")
             if isinstance(share, bool) or not isinstance(share, (int, float)) or not (
                     math.isfinite(share) and 0 <= share <= 1):
                 raise ModelFolderError(f"{where}: {name} must be a share in range 0..1, "
-                                       f"got {_short(share)}")
+                                       f"got {short(share)}")
+        if sum(prior.values()) > 1 + 1e-3:
+            raise ModelFolderError(f"{where}: its shares add up to {sum(prior.values()):g}; "
+                                   "shares of one collection add up to at most 1")
         return key_prior(self.config, self.tokenizer)
 
     # -- the network -------------------------------------------------------------------
@@ -174,25 +184,24 @@ class ModelFolder:
     def network(self) -> NumpyGRU:
         """The network in NumPy, for sampling (reads the weights the first time)."""
         path = self.path / MODEL_FILE
-        try:
-            with zipfile.ZipFile(path) as z:
-                weights = z.read("model.weights.h5")
-        except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
-            raise ModelFolderError(f"{path}: not a Keras 3 model file ({e})")
-        return read_network(path, self.layers, weights, self.model_config.lookback)
+        check_zip(path, weights_limit(self.model_config.params))  # the file may have changed
+        weights = read_member(path, WEIGHTS)
+        return read_network(path, self.layers, weights, self.model_config.params,
+                            self.model_config.lookback)
 
     def keras_model(self):
         """The Keras model, loaded in safe mode (no Lambda layers, no pickled code)."""
         from melody.backend import keras
 
         path = self.path / MODEL_FILE
+        self.network  # every weight's size and shape checked before Keras unpacks any
         try:
             model = keras().saving.load_model(path, safe_mode=True, compile=False)
         except Exception as e:  # Keras raises many types for a damaged file
             raise ModelFolderError(f"{path}: could not be loaded ({type(e).__name__}: {e})")
         outputs = model.output_shape[-1] if isinstance(model.output_shape, tuple) else None
         if outputs != self.model_config.vocab_size:
-            raise ModelFolderError(_outputs_message(self.path, outputs, self.model_config.vocab_size))
+            raise ModelFolderError(outputs_message(self.path, outputs, self.model_config.vocab_size))
         return model
 
     # -- melodies --------------------------------------------------------------------
@@ -211,20 +220,30 @@ class ModelFolder:
                 ``bars``, ``temperature``, ``top_k``, ``top_p``, ``key``,
                 ``lowest``, ``highest``.
         """
-        seed = secrets.randbelow(2**32) if seed is None else seed
+        seed = secrets.randbelow(MAX_SEED + 1) if seed is None else seed
         try:
             config = SampleConfig(n=n, seed=seed, **options)
-        except ValueError as e:
+        except (TypeError, ValueError) as e:
             raise UsageError(str(e))
+        check_output(tempo, program)
         return self.sample(config, primer, tempo, program).melodies
 
-    def sample(self, config: SampleConfig, primer=None, tempo=None, program=None) -> Batch:
-        """Sample ``config.n`` melodies (see ``generate``) and keep their tokens."""
+    def sample(self, config: SampleConfig, primer=None, tempo=None, program=None,
+               on_finished=None) -> Batch:
+        """Sample ``config.n`` melodies (see ``generate``) and keep their tokens;
+        ``on_finished(k)``: k more melodies are done."""
         if primer is not None and not isinstance(primer, Primer):
             primer = read_primer(primer, self.tokenizer)
+        if primer is not None and tempo is None:
+            try:
+                check_tempo(primer.melody.tempo)
+            except ValueError:
+                raise UsageError(f"primer {primer.file}: its tempo, {primer.melody.tempo:g} BPM, "
+                                 f"is outside {MIN_TEMPO:g}..{MAX_TEMPO:g}; give --tempo")
         try:
             sequences = sample(self.network, self.tokenizer, config,
-                               None if primer is None else primer.tokens, key_logp=self.key_prior)
+                               None if primer is None else primer.tokens, key_logp=self.key_prior,
+                               on_finished=on_finished)
         except ValueError as e:
             raise UsageError(str(e))
         tempo = tempo or (primer.melody.tempo if primer else DEFAULT_TEMPO)
@@ -236,90 +255,15 @@ class ModelFolder:
         return Batch(config, sequences, melodies, primer, tempo, program)
 
 
-# -- reading with limits -----------------------------------------------------------------
-def _read_json(path: Path):
+def check_output(tempo, program) -> None:
+    """UsageError unless ``tempo`` (BPM) and ``program`` are in range (None: not given)."""
     try:
-        size = path.stat().st_size
-        if size > MAX_JSON_BYTES:
-            raise ModelFolderError(f"{path}: {size} bytes; at most {MAX_JSON_BYTES} are read")
-        return json.loads(path.read_bytes())
-    except (OSError, ValueError, RecursionError) as e:  # RecursionError: nested too deep
-        raise ModelFolderError(f"{path}: not readable JSON ({type(e).__name__}: {e})")
-
-
-def _short(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _outputs_message(folder: Path, outputs, vocab: int) -> str:
-    return (f"{folder}: {MODEL_FILE} has {outputs} outputs but {CONFIG_FILE} and "
-            f"{TOKENIZER_FILE} have {vocab} tokens")
-
-
-def _read_architecture(path: Path, vocab: int) -> list:
-    """The layer list of the architecture inside ``model.keras``, checked: member
-    sizes before unpacking, only melody-model layers, a GRU the sampler can run,
-    ``vocab`` outputs."""
-    try:
-        with zipfile.ZipFile(path) as z:
-            infos = z.infolist()
-            for info in infos:
-                limit = MAX_MEMBER_BYTES.get(info.filename)
-                if limit is None:
-                    raise ModelFolderError(f"{path}: holds {info.filename!r}; a Keras 3 model file "
-                                           f"holds only {', '.join(MAX_MEMBER_BYTES)}")
-                if info.file_size > limit:
-                    raise ModelFolderError(f"{path}: {info.filename} unpacks to {info.file_size} "
-                                           f"bytes; at most {limit} are read")
-            arch = json.loads(z.read("config.json"))
-    except (OSError, KeyError, ValueError, RecursionError, zipfile.BadZipFile) as e:
-        raise ModelFolderError(f"{path}: not a Keras 3 model file ({e})")
-    layers = arch.get("config", {}).get("layers") if isinstance(arch, dict) else None
-    if not isinstance(layers, list) or not all(
-            isinstance(layer, dict) and isinstance(layer.get("config", {}), dict) for layer in layers):
-        raise ModelFolderError(f"{path}: no layer list in its architecture; not a melody model")
-    for layer in layers:
-        _check_layer(path, layer)
-    logits = [layer for layer in layers if layer.get("name") == "logits"]
-    outputs = logits[0].get("config", {}).get("units") if logits else None
-    if outputs != vocab:
-        raise ModelFolderError(_outputs_message(path.parent, outputs, vocab))
-    return layers
-
-
-def _check_layer(path, layer: dict) -> None:
-    """Refuse layers the NumPy sampler would silently skip (a Lambda most of all)."""
-    kind = layer.get("class_name")
-    if kind == "Lambda":
-        raise ModelFolderError(f"{path}: Lambda layers are refused (they can run arbitrary code)")
-    if kind not in KNOWN_LAYERS:
-        raise ModelFolderError(f"{path}: layer {layer.get('name')!r} is a {kind}; a melody "
-                               f"model has only {', '.join(KNOWN_LAYERS)} layers")
-    cfg = layer.get("config", {})
-    if kind == "GRU":
-        for name, value in _GRU_SETTINGS.items():
-            if cfg.get(name, value) != value:
-                raise ModelFolderError(
-                    f"{path}: GRU {cfg.get('name')} has {name}={cfg.get(name)!r}; "
-                    f"the sampler supports only {name}={value!r}")
-    elif kind == "Reshape" and not (layer.get("name") == "lookback_flat" and isinstance(
-            cfg.get("target_shape"), list) and cfg["target_shape"][:1] == [-1]):
-        raise ModelFolderError(f"{path}: layer {layer.get('name')!r} reshapes to "
-                               f"{cfg.get('target_shape')}; only the lookback inputs are reshaped")
-    elif kind == "Concatenate" and (layer.get("name") != "gru_input" or cfg.get("axis") != -1
-                                    or _sources(layer) != _GRU_INPUTS):
-        raise ModelFolderError(f"{path}: layer {layer.get('name')!r} joins {_sources(layer)}; "
-                               f"a melody model joins only {_GRU_INPUTS}, in that order")
-
-
-def _sources(layer: dict) -> list:
-    """The names of the layers whose outputs a layer takes, in order."""
-    try:
-        (node,) = layer["inbound_nodes"]
-        return [t["config"]["keras_history"][0] for t in node["args"][0]]
-    except (KeyError, TypeError, ValueError, IndexError):
-        return []
+        if tempo is not None:
+            check_tempo(tempo)
+        if program is not None:
+            check_int("program", program, 0, 127)
+    except (TypeError, ValueError) as e:
+        raise UsageError(str(e))
 
 
 # -- writing -------------------------------------------------------------------------

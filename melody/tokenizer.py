@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -39,6 +38,7 @@ TIME_SIGNATURES = (
 )
 MAX_DURATION = 1024  # longest DUR/REST token, in steps: bounds the vocabulary (and its grammar)
 MAX_METERS = 64
+MAX_TOKENIZER_BYTES = 2**20  # a tokenizer.json of the largest vocabulary takes 40 KB
 SPECIALS = ("PAD", "BOS", "EOS", "BAR")
 PAD, BOS, EOS, BAR = 0, 1, 2, 3
 
@@ -347,13 +347,22 @@ class Tokenizer:
 
     @classmethod
     def load(cls, path) -> "Tokenizer":
-        return cls.from_dict(json.loads(Path(path).read_text()), path)
+        """The tokenizer saved in ``path`` (ValueError when it is over MAX_TOKENIZER_BYTES)."""
+        with open(path, "rb") as f:
+            data = f.read(MAX_TOKENIZER_BYTES + 1)
+        if len(data) > MAX_TOKENIZER_BYTES:
+            raise ValueError(f"{path}: over {MAX_TOKENIZER_BYTES} bytes; not a tokenizer file")
+        return cls.from_dict(json.loads(data), path)
 
     @classmethod
     def from_dict(cls, data: dict, where="tokenizer") -> "Tokenizer":
         """The tokenizer a ``tokenizer.json``'s contents describe (``where`` names it in errors)."""
         if not isinstance(data, dict):
             raise ValueError(f"{where}: must be a JSON object, got {type(data).__name__}")
+        unknown = sorted(set(data) - {"config", "vocab"})
+        if unknown:
+            raise ValueError(f"{where}: unknown keys {', '.join(map(repr, unknown[:5]))}; a "
+                             "tokenizer file holds 'config' and 'vocab'")
         tok = cls(TokenizerConfig.from_dict(data["config"]))
         if data.get("vocab") not in (None, tok.names):
             raise ValueError(f"{where}: vocabulary does not match its tokenizer settings")

@@ -165,12 +165,12 @@ def test_pitch_names():
 
 def drawn_roll(pm, path, monkeypatch):
     """Write the piano roll of ``pm``; return the image and the figure that was saved."""
-    import matplotlib.figure
     import matplotlib.image
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    saved, savefig = [], matplotlib.figure.Figure.savefig
-    monkeypatch.setattr(matplotlib.figure.Figure, "savefig",
-                        lambda fig, *a, **k: (saved.append(fig), savefig(fig, *a, **k))[1])
+    saved, print_png = [], FigureCanvasAgg.print_png
+    monkeypatch.setattr(FigureCanvasAgg, "print_png", lambda canvas, *a, **k: (
+        saved.append(canvas.figure), print_png(canvas, *a, **k))[1])
     pianoroll.write_png(pm, path)
     (fig,) = saved
     return matplotlib.image.imread(path)[..., :3], fig

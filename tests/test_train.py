@@ -195,7 +195,7 @@ def test_the_model_folder_keeps_the_best_epochs_weights_not_the_last(diverging):
     assert kept == pytest.approx(history[0]["val_bits_per_note"], rel=1e-5)
     assert kept == pytest.approx(result["val_bits_per_note"], rel=1e-5)
     assert config["metrics"]["best_epoch"] == 1
-    last, state = load_checkpoint(folder)  # the checkpoint goes on from the last epoch
+    last, state = load_checkpoint(folder, ModelFolder(folder).model_config)  # goes on from the last epoch
     assert state["epoch"] == 3
     assert score(last) == pytest.approx(history[2]["val_bits_per_note"], rel=1e-5)
     assert kept < history[2]["val_bits_per_note"] - 1

@@ -13,22 +13,23 @@ import argparse
 import contextlib
 import json
 import math
-import os
+import signal
 import sys
-from pathlib import Path
+import threading
 
 from melody import __version__, corpus
+from melody import config as c
+from melody.cli import flags
 from melody.cli.flags import (
     bar_distances,
     form_letters,
     fraction,
     key_name,
     midi_pitch,
-    non_negative_int,
     positive_float,
-    positive_int,
     probability,
     program_number,
+    whole,
 )
 from melody.config import (
     DATASETS,
@@ -46,7 +47,7 @@ from melody.config import (
     SampleConfig,
     TrainConfig,
 )
-from melody.errors import RunError, UsageError
+from melody.errors import RunError, Terminated, UsageError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -95,20 +96,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     # prepare ------------------------------------------------------------------
     p = command("prepare", "Turn music files into a token dataset (built-in folk corpus by default).")
+    p.epilog = ("One run at a time writes a dataset folder: a second is refused, naming the "
+                "first. A collection in which no file yields a melody is an error (exit code "
+                "2); the manifest still says why each file was skipped.")
     p.add_argument("sources", nargs="*", metavar="SOURCES",
                    help="files or folders (searched recursively) of .mid .midi .kar "
                         ".xml .musicxml .mxl .abc .krn; none: the built-in folk corpus")
     p.add_argument("--out", default=None,
                    help=f"dataset folder (default: {corpus.DATASET} for the built-in corpus, "
                         f"else {DATASETS}/NAME of the first source)")
-    p.add_argument("--jobs", type=positive_int, default=None,
-                   help="parallel worker processes (default: all cores)")
+    p.add_argument("--jobs", type=whole(1, c.MAX_JOBS), default=None,
+                   help=f"parallel worker processes, 1..{c.MAX_JOBS} (default: all cores)")
     p.add_argument("--val-fraction", type=fraction, default=PrepareConfig.val_fraction,
-                   help="share of pieces held out for validation")
-    p.add_argument("--seed", type=non_negative_int, default=PrepareConfig.seed,
-                   help="seed of the train/validation split")
-    p.add_argument("--timeout", type=positive_float, default=PrepareConfig.timeout,
-                   help="seconds allowed to read one file before it is skipped")
+                   help="share of pieces held out for validation, in [0, 1)")
+    p.add_argument("--seed", type=flags.seed, default=PrepareConfig.seed,
+                   help=f"seed of the train/validation split, 0..{c.MAX_SEED}")
+    p.add_argument("--timeout", type=flags.timeout, default=PrepareConfig.timeout,
+                   help=f"seconds allowed to read one file before it is skipped, "
+                        f"{c.MIN_TIMEOUT:g}..{c.MAX_TIMEOUT:g}")
     add_json(p)
 
     # train --------------------------------------------------------------------
@@ -116,23 +121,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=str(corpus.DATASET),
                    help="prepared dataset folder, or music files folder (prepared on the fly)")
     p.add_argument("--out", default=None, help="model folder (default: models/NAME-of-data)")
+    p.epilog = (f"The model may have at most {c.MAX_PARAMS:,} weights (--units, --layers, "
+                "--embedding), and a training step must fit in this machine's memory "
+                "(--batch-size x --seq-len); larger settings are refused before training "
+                "starts. One run at a time writes an --out folder: a second is refused, "
+                "naming the first.")
     p.add_argument("--from", dest="parent", default=None, metavar="pretrained|MODEL_DIR",
                    help="fine-tune a model instead of starting from random weights: "
                         f"'{PRETRAINED}' (the model shipped inside the package) or a model "
                         "folder; its architecture and tokenizer are kept")
-    p.add_argument("--epochs", type=positive_int, default=TrainConfig.epochs,
-                   help="maximum number of epochs")
+    p.add_argument("--epochs", type=whole(1, c.MAX_EPOCHS), default=TrainConfig.epochs,
+                   help=f"maximum number of epochs, 1..{c.MAX_EPOCHS}")
     # Architecture flags (and the learning rate) are absent unless given, so that
     # --from and --resume can tell a flag given from a default.
     unset = argparse.SUPPRESS
-    p.add_argument("--units", type=positive_int, default=unset,
-                   help=f"GRU units per layer (default: {ModelConfig.units})")
-    p.add_argument("--layers", type=positive_int, default=unset,
-                   help=f"number of GRU layers (default: {ModelConfig.layers})")
-    p.add_argument("--embedding", type=positive_int, default=unset,
-                   help=f"token embedding size (default: {ModelConfig.embedding})")
+    p.add_argument("--units", type=whole(1, c.MAX_WIDTH), default=unset,
+                   help=f"GRU units per layer, 1..{c.MAX_WIDTH} (default: {ModelConfig.units})")
+    p.add_argument("--layers", type=whole(1, c.MAX_LAYERS), default=unset,
+                   help=f"number of GRU layers, 1..{c.MAX_LAYERS} (default: {ModelConfig.layers})")
+    p.add_argument("--embedding", type=whole(1, c.MAX_WIDTH), default=unset,
+                   help=f"token embedding size, 1..{c.MAX_WIDTH} (default: {ModelConfig.embedding})")
     p.add_argument("--dropout", type=fraction, default=unset,
-                   help=f"dropout after each GRU layer (default: {ModelConfig.dropout})")
+                   help=f"dropout after each GRU layer, in [0, 1) (default: {ModelConfig.dropout})")
     p.add_argument("--lookback", type=bar_distances, default=unset,
                    help="form context: the model also reads what came at the same place this "
                         "many bars back (comma-separated), or none (default: "
@@ -140,23 +150,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reset-after", choices=("true", "false"), default=unset,
                    help="GRU variant: true runs on cuDNN; false is the textbook cell "
                         f"(default: {str(ModelConfig.reset_after).lower()})")
-    p.add_argument("--seq-len", type=positive_int, default=TrainConfig.seq_len,
-                   help="tokens per training window")
-    p.add_argument("--batch-size", type=positive_int, default=TrainConfig.batch_size,
-                   help="windows per batch")
-    p.add_argument("--learning-rate", type=positive_float, default=unset,
-                   help=f"Adam learning rate (default: {TrainConfig.learning_rate:g}, "
-                        f"{FINE_TUNE_LEARNING_RATE:g} with --from)")
-    p.add_argument("--patience", type=positive_int, default=TrainConfig.patience,
+    p.add_argument("--seq-len", type=whole(1, c.MAX_SEQ_LEN), default=TrainConfig.seq_len,
+                   help=f"tokens per training window, 1..{c.MAX_SEQ_LEN}")
+    p.add_argument("--batch-size", type=whole(1, c.MAX_BATCH_SIZE),
+                   default=TrainConfig.batch_size, help=f"windows per batch, 1..{c.MAX_BATCH_SIZE}")
+    p.add_argument("--learning-rate", type=flags.number(0.0, c.MAX_LEARNING_RATE, low_open=True),
+                   default=unset,
+                   help=f"Adam learning rate, in (0, {c.MAX_LEARNING_RATE:g}] (default: "
+                        f"{TrainConfig.learning_rate:g}, {FINE_TUNE_LEARNING_RATE:g} with --from)")
+    p.add_argument("--patience", type=whole(1, c.MAX_EPOCHS), default=TrainConfig.patience,
                    help="epochs without validation improvement before stopping "
                         "(each such epoch also halves the learning rate)")
-    p.add_argument("--steps-per-epoch", type=positive_int, default=None,
-                   help="batches per epoch (default: one pass over the training tokens, "
-                        "at least 50)")
-    p.add_argument("--seed", type=non_negative_int, default=TrainConfig.seed, help="random seed")
+    p.add_argument("--steps-per-epoch", type=whole(1, c.MAX_STEPS_PER_EPOCH), default=None,
+                   help=f"batches per epoch, 1..{c.MAX_STEPS_PER_EPOCH} (default: one pass "
+                        "over the training tokens, at least 50)")
+    p.add_argument("--seed", type=flags.seed, default=TrainConfig.seed,
+                   help=f"random seed, 0..{c.MAX_SEED}")
     p.add_argument("--resume", action="store_true",
                    help="continue the run saved in --out from its last checkpoint, with its "
-                        "architecture (Ctrl-C once saves one, twice aborts)")
+                        "architecture and data (Ctrl-C once saves one, twice aborts)")
+    p.add_argument("--allow-data-change", action="store_true",
+                   help="with --resume: continue on --data other than (or changed since) the "
+                        "run's own; the best score starts over on the new validation split")
     p.add_argument("--strategy", choices=STRATEGIES, default=TrainConfig.strategy,
                    help="tf.distribute strategy: mirrored = all local GPUs; multi-worker "
                         "(TF_CONFIG) is refused: Keras 3 cannot fit with it "
@@ -166,14 +181,18 @@ def build_parser() -> argparse.ArgumentParser:
     # generate -------------------------------------------------------------------
     p = command("generate", "Write new melodies (the built-in pretrained model by default).")
     p.add_argument("--model", default=None, help="model folder (default: the shipped pretrained model)")
-    p.add_argument("-n", "--count", type=positive_int, default=SampleConfig.n, dest="n",
-                   help="number of melodies, sampled together")
+    p.epilog = (f"Ceilings that keep a call within minutes and memory: -n x --notes at most "
+                f"{c.MAX_BATCH_NOTES}, -n x --bars at most {c.MAX_BATCH_BARS}; a primer of at "
+                f"most {c.MAX_NOTES} notes; a WAV of at most {c.MAX_WAV_SECONDS / 60:g} minutes. "
+                "A melody's files (.mid, .json and the extras) appear together or not at all.")
+    p.add_argument("-n", "--count", type=whole(1, c.MAX_MELODIES), default=SampleConfig.n,
+                   dest="n", help=f"number of melodies, sampled together, 1..{c.MAX_MELODIES}")
     length = p.add_mutually_exclusive_group()
-    length.add_argument("--notes", type=positive_int, default=None,
-                        help=f"stop after this many notes (default: {DEFAULT_NOTES}, "
-                             "or the melody's own end)")
-    length.add_argument("--bars", type=positive_int, default=None,
-                        help="length in bars (ends on a bar line)")
+    length.add_argument("--notes", type=whole(1, c.MAX_NOTES), default=None,
+                        help=f"stop after this many notes, 1..{c.MAX_NOTES} (default: "
+                             f"{DEFAULT_NOTES}, or the melody's own end)")
+    length.add_argument("--bars", type=whole(1, c.MAX_BARS), default=None,
+                        help=f"length in bars, 1..{c.MAX_BARS} (ends on a bar line)")
     p.add_argument("--form", type=form_letters, default=None,
                    help="sections such as AABB or ABA: a repeated letter brings its section back "
                         "(its last bar may vary), a new letter brings new material, and the "
@@ -181,23 +200,29 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default: {SECTION_BARS} bars each; without --form the model's own "
                         "sense of form decides)")
     p.add_argument("--temperature", type=positive_float, default=SampleConfig.temperature,
-                   help="sampling temperature (> 0; lower is safer, higher is wilder)")
-    p.add_argument("--top-k", type=positive_int, default=None, help="sample among the K most likely tokens")
+                   help="sampling temperature, any finite number > 0 (lower is safer, higher "
+                        "is wilder; near 0 it always takes the likeliest token)")
+    p.add_argument("--top-k", type=whole(1), default=None,
+                   help="sample among the K most likely tokens")
     p.add_argument("--top-p", type=probability, default=None,
                    help="nucleus sampling: the smallest set of tokens with this total probability")
-    p.add_argument("--seed", type=non_negative_int, default=None,
-                   help="random seed (default: a fresh one, written to the sidecar)")
+    p.add_argument("--seed", type=flags.seed, default=None,
+                   help=f"random seed, 0..{c.MAX_SEED} (default: a fresh one, written to the "
+                        "sidecar)")
     p.add_argument("--primer", default=None, help="music file whose melody the new ones continue")
     p.add_argument("--key", type=key_name, default=None, help="key such as D, F#m or 'Bb minor'")
     p.add_argument("--lowest", type=midi_pitch, default=None, help="lowest pitch allowed (e.g. 55 or G3)")
     p.add_argument("--highest", type=midi_pitch, default=None, help="highest pitch allowed (e.g. 84 or C6)")
-    p.add_argument("--tempo", type=positive_float, default=None,
-                   help=f"tempo in BPM (default: the primer's, else {DEFAULT_TEMPO:g})")
+    p.add_argument("--tempo", type=flags.tempo, default=None,
+                   help=f"tempo in BPM, {c.MIN_TEMPO:g}..{c.MAX_TEMPO:g} (default: the "
+                        f"primer's, else {DEFAULT_TEMPO:g})")
     p.add_argument("--program", type=program_number, default=None,
                    help=f"General MIDI program 0..127 (default: the primer's, else "
                         f"{DEFAULT_PROGRAM}, piano)")
     p.add_argument("--out", default=str(GENERATED), help="output folder")
-    p.add_argument("--name", default=None, help="file name stem (default: melody-SEED-I)")
+    p.add_argument("--name", type=flags.stem, default=None,
+                   help=f"file name stem, at most {c.MAX_NAME_BYTES} bytes (default: "
+                        "melody-SEED-I)")
     p.add_argument("--wav", action="store_true", help="also write a WAV")
     p.add_argument("--png", action="store_true", help="also draw a piano roll")
     p.add_argument("--musicxml", action="store_true", help="also write a MusicXML score")
@@ -211,19 +236,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", nargs="+", default=None,
                    help="prepared dataset (validation split) or music files/folders "
                         f"(default: the model's own dataset, else {corpus.DATASET})")
-    p.add_argument("--samples", type=non_negative_int, default=EVALUATE_SAMPLES,
-                   help="melodies to generate for the musicality statistics (0: skip them)")
-    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed")
-    p.add_argument("--png", default=None, help="draw the statistics into this PNG file")
+    p.add_argument("--samples", type=whole(0, c.MAX_SAMPLES), default=EVALUATE_SAMPLES,
+                   help=f"melodies to generate for the musicality statistics, 0..{c.MAX_SAMPLES} "
+                        "(0: skip them)")
+    p.add_argument("--seed", type=flags.seed, default=0, help=f"random seed, 0..{c.MAX_SEED}")
+    p.add_argument("--png", default=None,
+                   help="draw the statistics into this new PNG file (an existing file is "
+                        "never replaced: the command refuses it)")
     add_json(p)
 
     # render ---------------------------------------------------------------------
     p = command("render", "Make WAV, piano-roll PNG and MusicXML from MIDI files.")
     p.epilog = ("Without --wav/--png/--musicxml all three are written. Outputs are named after "
-                "each file (NAME.wav, NAME.png, NAME.musicxml) and never overwrite: NAME-2.* "
-                "and so on. A file that cannot be read is named on stderr with the reason and "
-                "the others are still rendered; the exit code is then 1 (2 when no file could "
-                "be rendered).")
+                "each file (NAME.wav, NAME.png, NAME.musicxml), appear together or not at all, "
+                "and never overwrite: NAME-2.* and so on. Each file is rendered in a worker "
+                f"process with a time limit (--timeout) and a memory cap "
+                f"({c.RENDER_MEMORY / 2**30:g} GB); only regular files are opened (a FIFO, a "
+                f"device or a folder is named and skipped), of at most {c.MAX_FILE_BYTES // 2**20} MB, and a "
+                f"WAV is made of at most {c.MAX_WAV_SECONDS / 60:g} minutes of music. A file "
+                "that cannot be read or rendered is named on stderr with the reason and the "
+                "others are still rendered; the exit code is then 1 (2 when no file could be "
+                "rendered).")
     p.add_argument("files", nargs="+", metavar="FILES", help="MIDI files (any tracks, drums included)")
     p.add_argument("--wav", action="store_true",
                    help="write a 44.1 kHz 16-bit WAV (FluidSynth when installed, "
@@ -236,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "that pretty_midi ships)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="output folder (default: beside each file)")
+    p.add_argument("--timeout", type=flags.timeout, default=c.RENDER_TIMEOUT,
+                   help=f"seconds allowed to render one file before it is given up, "
+                        f"{c.MIN_TIMEOUT:g}..{c.MAX_TIMEOUT:g}")
     add_json(p)
     return parser
 
@@ -257,6 +293,7 @@ def _train(args):
     if "reset_after" in given:
         given["reset_after"] = given["reset_after"] == "true"
     result = train(args.data, args.out, resume=args.resume, parent=args.parent,
+                   allow_data_change=args.allow_data_change,
                    epochs=args.epochs, seq_len=args.seq_len, batch_size=args.batch_size,
                    patience=args.patience, steps_per_epoch=args.steps_per_epoch, seed=args.seed,
                    strategy=args.strategy, **given)
@@ -286,38 +323,12 @@ def _render(args):
     from melody.outputs.render import render, summary_text
 
     result = render(args.files, wav=args.wav, png=args.png, musicxml=args.musicxml,
-                    soundfont=args.soundfont, out=args.out)
+                    soundfont=args.soundfont, out=args.out, timeout=args.timeout)
     return result, summary_text(result)
 
 
 COMMANDS = {"prepare": _prepare, "train": _train, "generate": _generate, "evaluate": _evaluate,
             "render": _render}
-
-
-def check_together(args) -> None:
-    """Checks that need more than one flag, or the file system; UsageError when one fails."""
-    lowest, highest = getattr(args, "lowest", None), getattr(args, "highest", None)
-    if lowest is not None and highest is not None and lowest > highest:
-        raise UsageError(f"--lowest {lowest} is above --highest {highest}; "
-                         "give a lowest pitch at or below the highest")
-    if getattr(args, "out", None):
-        _check_folder("--out", args.out)
-    if getattr(args, "png", None) and isinstance(args.png, str):  # evaluate's --png FILE
-        if os.path.isdir(args.png):
-            raise UsageError(f"--png must be a file name, got the folder {args.png}")
-        _check_folder("--png", os.path.dirname(args.png) or ".", args.png)
-
-
-def _check_folder(flag: str, folder, given=None) -> None:
-    """No file where ``folder``, or a folder above it, must be (mkdir would fail)."""
-    path = Path(folder)
-    for place in (path, *path.parents):
-        if os.path.lexists(place):
-            if place.is_dir():
-                return
-            if given is None and place == path:
-                raise UsageError(f"{flag} must be a folder, got the file {path}")
-            raise UsageError(f"{flag} {given or folder}: {place} is a file, not a folder")
 
 
 def _json_safe(value):
@@ -333,15 +344,36 @@ def _json_safe(value):
     return value
 
 
+@contextlib.contextmanager
+def _terminate_by_exception():
+    """SIGTERM and SIGHUP raise ``Terminated`` where the program is, so the cleanups
+    on the way out (temporary files, half-written sets, locks) run as for Ctrl-C."""
+    def terminate(signum, frame):
+        raise Terminated(signal.Signals(signum).name)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, terminate) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     prog = f"melody {args.command}"
     try:
-        check_together(args)
         # Libraries that print (pyfluidsynth does when $CI is set) must not corrupt --json.
-        with contextlib.redirect_stdout(sys.stderr):
+        with _terminate_by_exception(), contextlib.redirect_stdout(sys.stderr):
+            flags.check_together(args)
             result, summary = COMMANDS[args.command](args)
+    except Terminated as e:
+        print(f"{prog}: terminated by {e}", file=sys.stderr)
+        return 143
     except UsageError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2

@@ -14,6 +14,7 @@ import signal
 import time
 from collections import deque
 
+from melody import worker
 from melody.config import PrepareConfig
 from melody.data.unit import (
     CRASHED,
@@ -25,18 +26,14 @@ from melody.data.unit import (
 )
 from melody.errors import RunError
 from melody.tokenizer import Tokenizer, TokenizerConfig
+from melody.worker import die_with, limit_memory, mute_output
 
 
 def start_forkserver() -> None:
     """Workers come from a forkserver, a fresh interpreter started now, so they
     inherit neither a grown parent (a large collection's bookkeeping) nor any
     TensorFlow it loaded."""
-    import multiprocessing
-    from multiprocessing import forkserver
-
-    multiprocessing.get_context("forkserver").set_forkserver_preload(
-        ["melody.data.pool", "melody.inputs"])
-    forkserver.ensure_running()
+    worker.start_forkserver(["melody.data.pool", "melody.inputs"])
 
 
 class _Worker:
@@ -253,20 +250,24 @@ class WorkerPool:
         parent, child = self.ctx.Pipe()
         process = self.ctx.Process(
             target=_worker_main, daemon=True,
-            args=(child, self.config.reader, self.tokenizer_config, self.config.memory_limit))
+            args=(child, self.config.reader, self.tokenizer_config, self.config.memory_limit,
+                  os.getpid()))
         process.start()
         child.close()  # so the worker's death reads as end-of-file here
         return _Worker(process, parent)
 
 
-def _worker_main(conn, reader_spec: str, tokenizer_config: dict, memory_limit: int) -> None:
-    """Read units sent over ``conn`` until told to stop (None) or the pipe closes."""
+def _worker_main(conn, reader_spec: str, tokenizer_config: dict, memory_limit: int,
+                 parent: int) -> None:
+    """Read units sent over ``conn`` until told to stop (None) or the pipe closes
+    (or the run it reads for is gone)."""
     import faulthandler
 
     faulthandler.disable()  # a forked worker's crash is reported by the parent, not dumped
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    _limit_memory(memory_limit)
-    _mute_output()
+    die_with(parent)
+    limit_memory(memory_limit)
+    mute_output()
     try:
         from melody.errors import SkipFile
 
@@ -288,26 +289,3 @@ def _worker_main(conn, reader_spec: str, tokenizer_config: dict, memory_limit: i
         conn.send((record, tokens, time.monotonic() - start))
         if record["reason"] == OUT_OF_MEMORY:
             return
-
-
-def _limit_memory(extra: int) -> None:
-    """Cap the worker's address space at its start-up size plus ``extra`` bytes."""
-    try:
-        import resource
-
-        with open("/proc/self/statm") as f:
-            size = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-        resource.setrlimit(resource.RLIMIT_AS, (size + extra, size + extra))
-    except (OSError, ValueError, ImportError):
-        pass  # not Linux: no cap, the deadline still holds
-
-
-def _mute_output() -> None:
-    """music21 and friends print warnings that would tear the progress bar."""
-    import warnings
-
-    warnings.simplefilter("ignore")
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
-    os.dup2(devnull, 2)
-    os.close(devnull)

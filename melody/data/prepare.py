@@ -30,8 +30,9 @@ from melody.data.scratch import Files, Units
 from melody.data.split import Choice, choose, file_entry, piece_entry
 from melody.data.unit import CRASHED, DUPLICATE, list_parts, skipped
 from melody.errors import UsageError
-from melody.fileio import atomic_write_text, remove_written
+from melody.fileio import atomic_write_text, process_tag, remove_written, sweep
 from melody.inputs.files import MUSIC_EXTENSIONS
+from melody.lock import LOCK_FILE, FolderLock
 from melody.tokenizer import Tokenizer
 
 CACHE_VERSION = 2
@@ -78,14 +79,21 @@ class _Prepare:
         start = time.monotonic()
         self._check_paths()
         made = not self.out.exists()
-        self.out.mkdir(parents=True, exist_ok=True)  # the file list waits there, not in /tmp
         try:
-            return self._build(start)
+            # One run at a time writes a dataset folder; the file list waits there, not in /tmp.
+            with FolderLock(self.out, "prepare"):
+                # Holding the lock, every temporary in the folder is a killed run's.
+                for folder in (self.out, self.out / "cache"):
+                    sweep(folder, everything=True)
+                result = self._build(start)
         except BaseException:
             if made:  # a run that failed leaves no empty folder (only work worth keeping)
                 with contextlib.suppress(OSError):
                     self.out.rmdir()
             raise
+        if not result["ok"]:
+            raise NoMelody(result, self.sources)
+        return result
 
     def _build(self, start: float) -> dict:
         with contextlib.ExitStack() as scratch:  # closing a nameless file deletes it
@@ -131,7 +139,7 @@ class _Prepare:
             raise UsageError(f"--out must be a folder, got the file {self.out}")
         if self.out.is_dir() and not is_dataset(self.out):
             strangers = [p.name for p in self.out.iterdir()
-                         if p.name not in OUR_FILES and not p.name.endswith(".tmp")]
+                         if p.name not in OUR_FILES + (LOCK_FILE,) and not p.name.endswith(".tmp")]
             if strangers:
                 raise UsageError(
                     f"--out must be a dataset folder or empty, got {self.out} "
@@ -253,7 +261,8 @@ class _Prepare:
         # previous dataset as it was; then the manifest goes, the new files move
         # in, and the manifest comes back last: a folder counts as a dataset
         # (is_dataset) only when all of it is in place.
-        staging = Path(tempfile.mkdtemp(prefix=".new-", suffix=".tmp", dir=self.out))
+        staging = Path(tempfile.mkdtemp(prefix=f".new.{process_tag()}-", suffix=".tmp",
+                                        dir=self.out))
         try:
             self.tokenizer.save(staging / "tokenizer.json")
             for name in SPLITS:
@@ -304,6 +313,25 @@ def _code_digest(reader: str) -> str:
         if source:
             h.update(Path(source).read_bytes())
     return h.hexdigest()[:16]
+
+
+class NoMelody(UsageError):
+    """No file of the collection yields a melody; ``reasons`` counts why (the dataset
+    is written all the same, its manifest saying why for each file)."""
+
+    def __init__(self, result: dict, sources):
+        self.result = result
+        self.reasons = ", ".join(f"{n} {reason}" for reason, n in
+                                 sorted(result["skipped"].items(), key=lambda kv: -kv[1]))
+        super().__init__(
+            f"no melody in {', '.join(map(str, sources))}: {counted(result['pieces'], 'piece')} "
+            f"of {counted(result['files'], 'file')}, all skipped ({self.reasons or 'none'}); "
+            f"each file's reason is in {Path(result['dataset']) / 'manifest.json'}")
+
+
+def counted(n: int, what: str) -> str:
+    """'1 file', '3 files'."""
+    return f"{n:,} {what}{'' if n == 1 else 's'}"
 
 
 def summary_text(r: dict) -> str:

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from melody.config import MAX_FILE_BYTES
 from melody.errors import REASONS, SkipFile
 from melody.inputs.extract import MIN_NOTES, melody_from_midi_bytes, skyline
 from melody.inputs.files import (
-    MAX_FILE_BYTES,
     MIDI_EXTENSIONS,
     MUSIC_EXTENSIONS,
     SCORE_EXTENSIONS,

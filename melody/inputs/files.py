@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 from melody.errors import SkipFile
@@ -9,14 +10,20 @@ from melody.errors import SkipFile
 MIDI_EXTENSIONS = frozenset({".mid", ".midi", ".kar"})
 SCORE_EXTENSIONS = frozenset({".xml", ".musicxml", ".mxl", ".abc", ".krn"})
 MUSIC_EXTENSIONS = MIDI_EXTENSIONS | SCORE_EXTENSIONS
-MAX_FILE_BYTES = 32 * 2**20
 
 
 def file_size(path: Path) -> int:
+    """The size of a regular file; anything else (a FIFO, a device, a folder) is
+    skipped before it is opened: opening a FIFO would wait for a writer forever."""
     try:
-        return path.stat().st_size
+        st = path.stat()
     except OSError as e:
         raise SkipFile("unreadable", f"{type(e).__name__}: {e}") from e
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a folder" if stat.S_ISDIR(st.st_mode) else (
+            "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device or socket")
+        raise SkipFile("unreadable", f"{kind}, not a regular file")
+    return st.st_size
 
 
 def read_bytes(path: Path) -> bytes:

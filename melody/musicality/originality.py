@@ -208,19 +208,39 @@ class OriginalityIndex:
 
     @classmethod
     def load(cls, path) -> "OriginalityIndex":
+        """The index in ``path``; ValueError naming the damage. Its members' sizes are
+        checked in the zip's directory before any is unpacked."""
+        import zipfile
+
         try:
+            with zipfile.ZipFile(path) as z:
+                for info in z.infolist():
+                    if info.filename not in _MEMBERS or info.file_size > MAX_MEMBER_BYTES:
+                        raise ValueError(f"holds {info.filename} of {info.file_size} bytes; "
+                                         f"an originality file holds only {', '.join(_MEMBERS)}, "
+                                         f"each at most {MAX_MEMBER_BYTES} bytes")
             with np.load(path, allow_pickle=False) as z:
                 version = int(z["version"])
                 if version != _FORMAT_VERSION or int(z["ngram"]) != NGRAM:
                     raise ValueError(f"version must be {_FORMAT_VERSION}, got {version}")
                 lengths = z["lengths"].astype(np.int64)
-                runs = _Runs(z["intervals"], z["durations"], np.r_[0, np.cumsum(lengths)])
+                intervals, durations = z["intervals"], z["durations"]
+                if lengths.ndim != 1 or (lengths < 0).any() or not (
+                        len(intervals) == len(durations) == lengths.sum()):
+                    raise ValueError("its melody lengths do not add up to its notes")
+                runs = _Runs(intervals, durations, np.r_[0, np.cumsum(lengths)])
                 limits = z["thresholds"]
-        except (OSError, KeyError, ValueError) as e:
+                if limits.shape != (2,):
+                    raise ValueError(f"thresholds must be 2 numbers, got shape {limits.shape}")
+        except (OSError, KeyError, ValueError, TypeError, zipfile.BadZipFile) as e:
             raise ValueError(f"{path}: not an originality file ({e})") from None
         thresholds = None if np.isnan(limits).any() else Thresholds(*map(float, limits))
         return cls(runs, thresholds)
 
+
+_MEMBERS = tuple(f"{name}.npy" for name in
+                 ("version", "ngram", "intervals", "durations", "lengths", "thresholds"))
+MAX_MEMBER_BYTES = 2**28  # 256 MB: the durations of 64 million training notes
 
 TRAIN_CHUNK_NOTES = 1 << 18  # training notes indexed at a time by build_originality_file
 

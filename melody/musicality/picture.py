@@ -52,7 +52,7 @@ def draw(generated, human, path, title: str | None = None, stats: dict | None = 
         fig.suptitle(title, fontsize=13)
     fig.tight_layout(rect=(0, 0, 1, 0.95))
     path = Path(path)
-    with atomic_path(path) as tmp:
+    with atomic_path(path, replace=False) as tmp:  # a file that is there is never replaced
         fig.savefig(tmp, format="png", dpi=DPI)
     return path
 

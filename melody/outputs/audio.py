@@ -10,13 +10,14 @@ import contextlib
 import ctypes
 import functools
 import io
-import wave
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from melody.fileio import atomic_open
+from melody.config import MAX_WAV_SECONDS
+from melody.fileio import atomic_write_bytes
 
 SAMPLE_RATE = 44100
 PEAK_DBFS = -1.0
@@ -46,11 +47,21 @@ def write_wav(pm, path, soundfont=None, synth=None) -> str:
 
     ``synth`` is "fluidsynth", "builtin" or None (FluidSynth when available).
     A ``soundfont`` needs FluidSynth. Raises ValueError (one line) when the
-    choice cannot be honoured.
+    choice cannot be honoured, or the music lasts over ``MAX_WAV_SECONDS``.
     """
-    audio, used = synthesize(pm, soundfont=soundfont, synth=synth)
-    _write_pcm16(path, audio)
+    data, used = wav_bytes(pm, soundfont=soundfont, synth=synth)
+    atomic_write_bytes(path, data)
     return used
+
+
+def wav_bytes(pm, soundfont=None, synth=None) -> tuple[bytes, str]:
+    """The WAV file ``write_wav`` writes, as bytes, and the synthesiser used."""
+    seconds = music_end(pm)
+    if seconds > MAX_WAV_SECONDS:
+        raise ValueError(f"lasts {seconds / 60:.0f} minutes; a WAV is made of at most "
+                         f"{MAX_WAV_SECONDS / 60:g}")
+    audio, used = synthesize(pm, soundfont=soundfont, synth=synth)
+    return pcm16_bytes(audio), used
 
 
 def synthesize(pm, soundfont=None, synth=None) -> tuple[np.ndarray, str]:
@@ -237,13 +248,19 @@ def _remove_dc(audio: np.ndarray, window: float = 0.1) -> np.ndarray:
     return audio - average
 
 
-def _write_pcm16(path, audio: np.ndarray) -> None:
-    pcm = np.round(np.clip(audio, -1.0, 1.0) * 32767).astype("<i2")
-    with atomic_open(path) as f:
-        with wave.open(f, "wb") as w:
-            w.setnchannels(pcm.shape[1])
-            w.setsampwidth(2)
-            w.setframerate(SAMPLE_RATE)
-            w.writeframes(pcm.tobytes())
+def pcm16_bytes(audio: np.ndarray) -> bytes:
+    """A canonical 44-byte-header PCM WAV of ``audio`` (frames x channels, in [-1, 1]).
+
+    >>> import io, wave
+    >>> with wave.open(io.BytesIO(pcm16_bytes(np.zeros((10, 2))))) as w:
+    ...     w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()
+    (2, 2, 44100, 10)
+    """
+    data = np.round(np.clip(audio, -1.0, 1.0) * 32767).astype("<i2").tobytes()
+    channels = audio.shape[1]
+    header = struct.pack("<4sI4s4sIHHIIHH4sI", b"RIFF", 36 + len(data), b"WAVE", b"fmt ", 16,
+                         1, channels, SAMPLE_RATE, SAMPLE_RATE * channels * 2, channels * 2, 16,
+                         b"data", len(data))
+    return header + data
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 
-from melody.fileio import atomic_open
+from melody.fileio import atomic_write_bytes
 from melody.notes import PITCH_NAMES
 from melody.outputs.audio import music_end
 
@@ -20,11 +22,16 @@ def pitch_name(pitch: int) -> str:
 
 def write_png(pm, path, title=None) -> None:
     """A 1600x600 piano roll: pitch names, bar lines and bar numbers, one colour per track."""
+    atomic_write_bytes(path, png_bytes(pm, title))
+
+
+def png_bytes(pm, title=None) -> bytes:
+    """The PNG ``write_png`` writes, rendered in memory."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=PNG_SIZE_INCHES, dpi=PNG_DPI)
-    FigureCanvasAgg(fig)
+    canvas = FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     tracks = _roll_tracks(pm)
     pitches = [n.pitch for _, inst in tracks for n in inst.notes] or [60]
@@ -39,8 +46,9 @@ def write_png(pm, path, title=None) -> None:
     if len(tracks) > 1:
         ax.legend(loc="upper right", fontsize=9, framealpha=0.9)
     fig.subplots_adjust(left=0.05, right=0.99, top=0.93, bottom=0.09)
-    with atomic_open(path) as f:
-        fig.savefig(f, format="png", dpi=PNG_DPI)
+    buffer = io.BytesIO()
+    canvas.print_png(buffer)
+    return buffer.getvalue()
 
 
 def _roll_tracks(pm) -> list:

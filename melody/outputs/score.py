@@ -12,10 +12,14 @@ from melody.fileio import atomic_write_bytes
 
 def write_musicxml(pm, path, title=None) -> None:
     """A score with key, meter and tempo; times quantised to sixteenths and triplets."""
+    atomic_write_bytes(path, musicxml_bytes(pm, title))
+
+
+def musicxml_bytes(pm, title=None) -> bytes:
+    """The MusicXML ``write_musicxml`` writes."""
     from music21.musicxml.m21ToXml import GeneralObjectExporter
 
-    score = to_music21(pm, title)
-    atomic_write_bytes(path, GeneralObjectExporter(score).parse())
+    return GeneralObjectExporter(to_music21(pm, title)).parse()
 
 
 def to_music21(pm, title=None):

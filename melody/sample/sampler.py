@@ -38,11 +38,34 @@ def next_token_probs(logits, allowed, temperature=1.0, top_k=None, top_p=None,
     ``bias`` (log-probabilities, [vocab]) is added after the temperature: a
     prior multiplied into the model's distribution. Masked tokens get
     probability exactly 0. Every row of ``allowed`` must allow a token.
+
+    Any finite temperature > 0 gives probabilities, never NaN: the logits are
+    shifted so the likeliest allowed one is 0 before they are divided (so no
+    quotient overflows to infinity and nothing subtracts infinity from
+    itself), in float64; as the temperature nears 0 this becomes greedy. A
+    token that the bias or the logits rule out (minus infinity) is taken only
+    when nothing else is allowed.
+
+    >>> next_token_probs([[1.0, 2.0, 3.0]], [[True, True, False]], temperature=1e-300)
+    array([[0., 1., 0.]])
     """
-    logits = np.asarray(logits, np.float64) / temperature
+    logits = np.asarray(logits, np.float64)
+    allowed = np.asarray(allowed, bool)
+    if bias is not None:
+        bias = np.asarray(bias, np.float64)
+        finite = np.isfinite(bias)
+        if not finite.all():
+            allowed = _prefer(allowed, finite)
+            bias = np.where(finite, bias, 0.0)
+    if not np.isfinite(logits).all():
+        ruled_out = ~(logits > -np.inf)  # minus infinity, or NaN from a network gone wrong
+        allowed = _prefer(allowed, ~ruled_out)
+        logits = np.where(ruled_out, 0.0, np.minimum(logits, np.finfo(np.float64).max))
+    logits = np.where(allowed, logits, -np.inf)
+    with np.errstate(over="ignore"):  # a huge negative quotient is -inf: probability 0
+        logits = (logits - logits.max(axis=1, keepdims=True)) / temperature
     if bias is not None:
         logits = logits + bias
-    logits = np.where(allowed, logits, -np.inf)
     if top_k is not None and top_k < logits.shape[1]:
         kth = -np.partition(-logits, top_k - 1, axis=1)[:, top_k - 1:top_k]
         logits = np.where(logits >= kth, logits, -np.inf)
@@ -59,6 +82,13 @@ def next_token_probs(logits, allowed, temperature=1.0, top_k=None, top_p=None,
         probs = np.where(keep, probs, 0.0)
         probs /= probs.sum(axis=1, keepdims=True)
     return probs
+
+
+def _prefer(allowed: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """``allowed & ok`` in the rows where that leaves a token, else ``allowed``."""
+    both = allowed & ok
+    rows = both.any(axis=1, keepdims=True)
+    return both if rows.all() else np.where(rows, both, allowed)
 
 
 def draw(probs: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
@@ -85,24 +115,25 @@ def key_prior(model_config: dict, tokenizer: Tokenizer) -> np.ndarray | None:
 
 
 def sample(model: NumpyGRU, tokenizer: Tokenizer, config: SampleConfig, primer=None,
-           key_logp: np.ndarray | None = None):
+           key_logp: np.ndarray | None = None, on_finished=None):
     """``config.n`` token sequences, sampled together; see ``_sample``."""
     from threadpoolctl import threadpool_limits
 
     # A step is a few small matrix products: extra BLAS threads only wait for each
     # other (many times slower on a busy machine).
     with threadpool_limits(limits=1, user_api="blas"):
-        return _sample(model, tokenizer, config, primer, key_logp)
+        return _sample(model, tokenizer, config, primer, key_logp, on_finished)
 
 
 def _sample(model: NumpyGRU, tokenizer: Tokenizer, config: SampleConfig, primer=None,
-            key_logp: np.ndarray | None = None):
+            key_logp: np.ndarray | None = None, on_finished=None):
     """``config.n`` token sequences, each from BOS to EOS, sampled together.
 
     ``primer``: tokens from BOS on (no EOS) that every melody continues; with
     ``config.key`` its KEY token is replaced. ``key_logp`` (from ``key_prior``)
-    replaces the model's choice of KEY after BOS. Returns a list of int arrays,
-    the primer included.
+    replaces the model's choice of KEY after BOS. ``on_finished(k)`` is told
+    each time k more melodies are done (a progress bar). Returns a list of int
+    arrays, the primer included.
     """
     c = config
     if model.vocab_size != tokenizer.vocab_size:
@@ -146,6 +177,8 @@ def _sample(model: NumpyGRU, tokenizer: Tokenizer, config: SampleConfig, primer=
         for i, t in zip(rows, tokens):
             out[i].append(int(t))
         going = ~constraints.done[rows]
+        if on_finished is not None and not going.all():
+            on_finished(int((~going).sum()))
         if not going.any():
             return [np.asarray(row, dtype=np.int32) for row in out]
         rows, tokens = rows[going], tokens[going]

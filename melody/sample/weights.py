@@ -26,11 +26,15 @@ def _snake_case(name: str) -> str:
     return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
-def read_network(path, layers: list, weights: bytes, lookback: tuple[int, ...] = ()) -> NumpyGRU:
+def read_network(path, layers: list, weights: bytes, max_values: int,
+                 lookback: tuple[int, ...] = ()) -> NumpyGRU:
     """The NumpyGRU of ``layers`` (the architecture's layer list, already
     checked) and ``weights`` (the bytes of ``model.weights.h5``); ``lookback``
     the form context's distances in bars (none for a model without it);
-    ``path`` names the file in errors."""
+    ``path`` names the file in errors. Each array's size is read from its header
+    first: all of them together may hold at most ``max_values`` numbers (what the
+    architecture needs), so a compressed array that would unpack to gigabytes
+    is refused before it is unpacked."""
     import h5py
 
     groups, by_name, used = {}, {}, {}
@@ -41,10 +45,20 @@ def read_network(path, layers: list, weights: bytes, lookback: tuple[int, ...] =
         by_name[layer["name"]] = layer
     try:
         with h5py.File(io.BytesIO(weights), "r") as h5:
+            sizes = []  # of every array, from its header: nothing is unpacked yet
+            h5.visititems(lambda _, item: sizes.append(item.size)
+                          if isinstance(item, h5py.Dataset) else None)
+            if sum(sizes) > max_values:
+                raise ModelFolderError(f"{path}: its weights hold more numbers than the "
+                                       f"architecture's {max_values}")
+
             def variables(name, sub="vars"):
                 if name not in groups:
                     raise ModelFolderError(f"{path}: no layer named {name!r}; not a melody model")
                 group = h5["layers"][groups[name]][sub]
+                if len(group) > 4:
+                    raise ModelFolderError(f"{path}: layer {name!r} has {len(group)} weight "
+                                           "arrays; a melody model's layers have at most 3")
                 return [np.asarray(group[str(i)], dtype=np.float32) for i in range(len(group))]
 
             (embedding,) = variables("embedding")
@@ -60,7 +74,7 @@ def read_network(path, layers: list, weights: bytes, lookback: tuple[int, ...] =
                 bias = bias[0] if reset_after else bias
                 grus.append(GRULayer(kernel, recurrent, bias, rec_bias, reset_after))
             logits_kernel, logits_bias = variables("logits")
-    except (OSError, KeyError, ValueError, IndexError) as e:
+    except (OSError, KeyError, ValueError, IndexError, TypeError, AttributeError) as e:
         raise ModelFolderError(f"{path}: weights unreadable ({type(e).__name__}: {e})")
     if not grus:
         raise ModelFolderError(f"{path}: no GRU layers named gru_0...; not a melody model")
@@ -108,3 +122,21 @@ def _check_shapes(path, embedding, grus, logits_kernel, logits_bias, context, di
                                    f"expected {list(shape)}")
         if not np.isfinite(array).all():
             raise ModelFolderError(f"{path}: {what} holds NaN or infinite values")
+
+
+def check_values(path, weights: bytes, max_values: int) -> None:
+    """Refuse an HDF5 weights file whose arrays, by their headers, hold more than
+    ``max_values`` numbers in all (before Keras unpacks any of them)."""
+    import h5py
+
+    total, arrays = 0, []
+    try:
+        with h5py.File(io.BytesIO(weights), "r") as h5:
+            h5.visititems(lambda name, obj: arrays.append(obj.size)
+                          if isinstance(obj, h5py.Dataset) else None)
+    except (OSError, KeyError, ValueError, TypeError) as e:
+        raise ModelFolderError(f"{path}: weights unreadable ({type(e).__name__}: {e})")
+    total = sum(arrays)
+    if total > max_values:
+        raise ModelFolderError(f"{path}: its weights hold {total} numbers; at most "
+                               f"{max_values} for a model of these settings")

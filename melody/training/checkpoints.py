@@ -10,10 +10,23 @@ import json
 import sys
 from pathlib import Path
 
-from melody.errors import UsageError
+from melody.config import ModelConfig
+from melody.errors import ModelFolderError, UsageError
+from melody.modelcheck import (
+    MAX_CONFIG_BYTES,
+    WEIGHTS,
+    check_zip,
+    read_json,
+    read_member,
+    weights_limit,
+)
+from melody.sample.weights import check_values
 
 CHECKPOINTS = "checkpoints"
 KEEP_CHECKPOINTS = 2
+ARCHITECTURE_FLAGS = {"units": "--units", "layers": "--layers", "embedding": "--embedding",
+                      "dropout": "--dropout", "reset_after": "--reset-after",
+                      "lookback": "--lookback"}
 
 
 def checkpoint_dir(out: Path) -> Path:
@@ -44,23 +57,60 @@ def save_checkpoint(out: Path, model, state: dict, stopped: bool = False) -> Pat
     return folder / f"{stem}.keras"
 
 
-def load_checkpoint(out: Path):
+def load_checkpoint(out: Path, model_cfg: ModelConfig):
     """The newest checkpoint that loads, as (compiled model, state).
 
-    A damaged one is renamed ``*.damaged`` with a warning and the one before
-    is tried.
+    Its state must be of a model of ``model_cfg`` (else UsageError: the flags
+    differ), and its file no larger than such a model's weights and optimizer
+    state, checked before Keras unpacks anything. A damaged one is renamed
+    ``*.damaged`` with a warning and the one before is tried.
     """
     from melody.backend import keras
 
     for path in reversed(list_checkpoints(out)):
         try:
-            state = json.loads(path.with_suffix(".json").read_text())
+            state = read_json(path.with_suffix(".json"), MAX_CONFIG_BYTES)
+            if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+                raise ValueError("its state has no model settings")
+        except (ModelFolderError, ValueError) as e:
+            _set_aside(path, e)
+            continue
+        check_same_architecture(state["model"], model_cfg)
+        try:
+            check_zip(path, weights_limit(model_cfg.params, optimizer=True))
+            check_values(path, read_member(path, WEIGHTS), 3 * model_cfg.params + 2**16)
             model = keras().saving.load_model(path, safe_mode=True, compile=True)
             return model, state
         except Exception as e:  # a damaged zip, weights or JSON raise many types
-            for p in (path, path.with_suffix(".json")):
-                if p.exists():
-                    p.replace(p.with_name(p.name + ".damaged"))
-            print(f"warning: checkpoint {path} is damaged ({type(e).__name__}); "
-                  "set aside as .damaged, trying the one before", file=sys.stderr)
+            _set_aside(path, e)
     raise UsageError(f"no usable checkpoint in {checkpoint_dir(out)}; train again without --resume")
+
+
+def _set_aside(path: Path, error: Exception) -> None:
+    for p in (path, path.with_suffix(".json")):
+        if p.exists():
+            p.replace(p.with_name(p.name + ".damaged"))
+    print(f"warning: checkpoint {path} is damaged ({type(error).__name__}); "
+          "set aside as .damaged, trying the one before", file=sys.stderr)
+
+
+def flag_text(value) -> str:
+    """An architecture setting as its flag takes it: true/false, 1,2,4,8 or none."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value)) or "none"
+    return str(value)
+
+
+def check_same_architecture(saved: dict, model_cfg: ModelConfig) -> None:
+    given = model_cfg.to_dict()
+    saved = dict(saved)
+    saved["lookback"] = tuple(saved.get("lookback", ()))  # runs from before form context: none
+    diffs = [f"{flag} {flag_text(saved.get(k))}"
+             for k, flag in ARCHITECTURE_FLAGS.items() if saved.get(k) != given[k]]
+    if saved.get("vocab_size") != given["vocab_size"]:
+        raise UsageError("--resume: the dataset's vocabulary differs from the saved model's")
+    if diffs:
+        raise UsageError("--resume: the saved model was trained with different architecture "
+                         f"flags; resume with {' '.join(diffs)}")

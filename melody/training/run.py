@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import json
+import os
 import sys
 from pathlib import Path
 
@@ -13,14 +13,24 @@ from melody.config import (
     PRETRAINED,
     ModelConfig,
     TrainConfig,
+    training_bytes,
 )
 from melody.data import resolve_data
-from melody.errors import UsageError
+from melody.errors import ModelFolderError, UsageError
+from melody.fileio import sweep
+from melody.lock import FolderLock
 from melody.model import flops_per_token
-from melody.modelfolder import MODEL_FILE, ModelFolder
-from melody.training.checkpoints import checkpoint_dir, list_checkpoints
+from melody.modelcheck import MAX_CONFIG_BYTES, read_json
+from melody.modelfolder import MODEL_FILE, MODEL_FOLDER_FILES, ModelFolder
+from melody.training.checkpoints import (
+    ARCHITECTURE_FLAGS,
+    checkpoint_dir,
+    flag_text,
+    list_checkpoints,
+)
+from melody.training.stopping import StopRequest
 from melody.training.strategy import make_strategy
-from melody.training.trainer import ARCHITECTURE_FLAGS, StopRequest, Trainer, flag_text
+from melody.training.trainer import Trainer
 
 
 def check_out_folder(out: Path, resume: bool) -> None:
@@ -30,13 +40,33 @@ def check_out_folder(out: Path, resume: bool) -> None:
     if not resume and has_run:
         raise UsageError(f"--out {out} already holds a model; add --resume to continue it "
                          "or choose another --out")
+    if not resume:  # train never replaces a file it did not make
+        ours = [name for name in MODEL_FOLDER_FILES if os.path.lexists(out / name)]
+        if ours:
+            raise UsageError(f"--out {out} holds {ours[0]}, which is not from a run of train "
+                             "and would be replaced; choose another --out")
+
+
+def check_memory(model_cfg: ModelConfig, train_cfg: TrainConfig) -> None:
+    """Refuse settings whose training step cannot fit in this machine's memory."""
+    need = training_bytes(model_cfg, train_cfg)
+    try:
+        have = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return
+    if need > have:
+        raise UsageError(f"--batch-size {train_cfg.batch_size} x --seq-len {train_cfg.seq_len} "
+                         f"with --units {model_cfg.units} x --layers {model_cfg.layers} needs "
+                         f"about {need / 2**30:.1f} GB to train, more than this machine's "
+                         f"{have / 2**30:.1f} GB; lower --batch-size or --seq-len")
 
 
 MODEL_SETTINGS = tuple(f.name for f in dataclasses.fields(ModelConfig) if f.name != "vocab_size")
 TRAIN_SETTINGS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 
 
-def train(data=None, out=None, *, resume: bool = False, parent=None, **settings) -> dict:
+def train(data=None, out=None, *, resume: bool = False, parent=None,
+          allow_data_change: bool = False, **settings) -> dict:
     """Train a model on ``data`` into the folder ``out``; return the summary (the
     ``--json`` of ``train``).
 
@@ -47,11 +77,13 @@ def train(data=None, out=None, *, resume: bool = False, parent=None, **settings)
     ``reset_after``, ``lookback``) and ``TrainConfig`` (``epochs``, ``seq_len``,
     ``batch_size``, ``learning_rate``, ``patience``, ``steps_per_epoch``,
     ``seed``, ``strategy``). ``resume`` continues the run saved in ``out``
-    (its architecture as saved). ``parent`` (a model folder, or "pretrained"
-    for the shipped model) fine-tunes that model: its weights, tokenizer and
-    architecture, a lower learning rate by default (``FINE_TUNE_LEARNING_RATE``),
-    and its score on this data as the score to beat. The first Ctrl-C stops
-    after the current batch and saves (then KeyboardInterrupt); the second aborts.
+    (its architecture as saved), on the same data unless ``allow_data_change``.
+    ``parent`` (a model folder, or "pretrained" for the shipped model)
+    fine-tunes that model: its weights, tokenizer and architecture, a lower
+    learning rate by default (``FINE_TUNE_LEARNING_RATE``), and its score on
+    this data as the score to beat. One run at a time writes ``out``
+    (``melody.lock``). The first Ctrl-C stops after the current batch and saves
+    (then KeyboardInterrupt); the second aborts.
     """
     from melody import corpus
     from melody.backend import tune_cpu_threads
@@ -62,29 +94,42 @@ def train(data=None, out=None, *, resume: bool = False, parent=None, **settings)
     if parent is not None and resume:
         raise UsageError("--from starts a run from another model and --resume continues the run "
                          "in --out (which keeps its parent): give one of them")
+    given = {k: v for k, v in settings.items() if k in MODEL_SETTINGS}
+    try:  # every setting checked before any work starts
+        ModelConfig(vocab_size=1, **given)  # the dataset's vocabulary replaces it below
+        train_cfg = TrainConfig(**{k: v for k, v in settings.items() if k in TRAIN_SETTINGS})
+    except ValueError as e:
+        raise UsageError(str(e))
     data = corpus.DATASET if data is None else data
     dataset = resolve_data(data)
     out = Path(out) if out else MODELS / dataset.folder.name
-    check_out_folder(out, resume)
-    given = {k: v for k, v in settings.items() if k in MODEL_SETTINGS}
     if parent is not None:
         parent = open_parent(parent, dataset, given)
         model_cfg = parent.model_config
-        settings.setdefault("learning_rate", FINE_TUNE_LEARNING_RATE)
+        if "learning_rate" not in settings:
+            train_cfg = dataclasses.replace(train_cfg, learning_rate=FINE_TUNE_LEARNING_RATE)
     else:
         saved = saved_architecture(out) if resume else None
-        model_cfg = (dataclasses.replace(saved, **given) if saved is not None
-                     else ModelConfig(vocab_size=dataset.tokenizer.vocab_size, **given))
-    train_cfg = TrainConfig(**{k: v for k, v in settings.items() if k in TRAIN_SETTINGS})
-    tune_cpu_threads()  # before TensorFlow runs anything
-    trainer = Trainer(dataset, out, model_cfg, train_cfg, parent)
-    strategy = make_strategy(train_cfg.strategy)
-    if resume:
-        trainer.resume(strategy)
-    else:
-        trainer.start(strategy)
-    with StopRequest() as stop:
-        ending = trainer.run(stop)
+        try:
+            model_cfg = (dataclasses.replace(saved, **given) if saved is not None
+                         else ModelConfig(vocab_size=dataset.tokenizer.vocab_size, **given))
+        except ValueError as e:
+            raise UsageError(str(e))
+    check_memory(model_cfg, train_cfg)
+    with FolderLock(out, "train"):
+        # Holding the lock, every temporary in the folder is a killed run's.
+        for folder in (out, checkpoint_dir(out)):
+            sweep(folder, everything=True)
+        check_out_folder(out, resume)
+        tune_cpu_threads()  # before TensorFlow runs anything
+        trainer = Trainer(dataset, out, model_cfg, train_cfg, parent)
+        strategy = make_strategy(train_cfg.strategy)
+        if resume:
+            trainer.resume(strategy, allow_data_change)
+        else:
+            trainer.start(strategy)
+        with StopRequest() as stop:
+            ending = trainer.run(stop)
     if ending == "stopped":
         print(f"stopped during epoch {trainer.progress.epoch + 1}; saved {out}. Continue with: "
               f"{resume_command(data, out, model_cfg)}", file=sys.stderr, flush=True)
@@ -102,10 +147,10 @@ def saved_architecture(out: Path) -> ModelConfig | None:
     read: ``Trainer.resume`` then says why)."""
     for path in reversed(list_checkpoints(out)):
         try:
-            saved = dict(json.loads(path.with_suffix(".json").read_text())["model"])
+            saved = dict(read_json(path.with_suffix(".json"), MAX_CONFIG_BYTES)["model"])
             saved.setdefault("lookback", [])  # runs from before form context: none
             return ModelConfig.from_dict(saved)
-        except (OSError, ValueError, KeyError, TypeError):
+        except (ModelFolderError, ValueError, KeyError, TypeError):
             continue
     return None
 

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,54 +34,15 @@ from melody.data import Dataset
 from melody.errors import UsageError
 from melody.model import build_model
 from melody.modelfolder import MODEL_FILE, ModelFolder, save_model_folder
-from melody.training.checkpoints import load_checkpoint, save_checkpoint
+from melody.training.checkpoints import (
+    load_checkpoint,
+    save_checkpoint,
+)
 from melody.training.logs import scalar_log
+from melody.training.stopping import StopRequest, stop_callback
 from melody.training.windows import WindowSampler, transpose_tables
 
 MIN_STEPS = 50  # batches per epoch at the least, unless --steps-per-epoch says otherwise
-ARCHITECTURE_FLAGS = {"units": "--units", "layers": "--layers", "embedding": "--embedding",
-                      "dropout": "--dropout", "reset_after": "--reset-after",
-                      "lookback": "--lookback"}
-
-
-class StopRequest:
-    """The first SIGINT asks for a stop at the end of the current batch; the second aborts."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = None
-
-    def _handle(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        print("\nstopping after this batch and saving (Ctrl-C again to abort)",
-              file=sys.stderr, flush=True)
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-
-
-def _stop_callback(stop: StopRequest):
-    from melody.backend import keras
-
-    class StopAtBatchEnd(keras().callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            if stop.requested:
-                self.model.stop_training = True
-
-        def on_epoch_end(self, epoch, logs=None):
-            # fit runs one epoch per call (validation and saving happen between
-            # calls); epochs= is the run's total so the progress bar counts right.
-            self.model.stop_training = True
-
-    return StopAtBatchEnd()
 
 
 def compiled_model(model_cfg: ModelConfig, train_cfg: TrainConfig):
@@ -124,8 +83,18 @@ class Progress:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Progress":
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        """The progress a checkpoint's state holds; ValueError when a field is not of its type."""
+        if not isinstance(data, dict):
+            raise ValueError(f"progress must be an object, got {type(data).__name__}")
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        for name, value in values.items():
+            kinds = {"int": (int,), "float": (int, float), "float | None": (int, float, type(None)),
+                     "list": (list,), "dict | None": (dict, type(None))}[str(known[name].type)]
+            if isinstance(value, bool) or not isinstance(value, kinds) or (
+                    isinstance(value, (int, float)) and value < 0):
+                raise ValueError(f"{name} must be {known[name].type} (not negative), got {value!r}")
+        return cls(**values)
 
 
 class Trainer:
@@ -141,6 +110,10 @@ class Trainer:
         self.tokenizer = dataset.tokenizer
         self.train_data = dataset.split("train")
         self.val_data = dataset.split("val")
+        if len(self.val_data) == 0 and len(self.train_data) == 0:
+            raise UsageError(f"dataset {dataset.folder} holds no pieces: no file of its "
+                             f"collection yielded a melody (each file's reason is in "
+                             f"{dataset.folder / 'manifest.json'})")
         if len(self.val_data) == 0:
             if len(self.train_data) < 2:
                 raise UsageError(f"dataset {dataset.folder} has {len(self.train_data)} piece and "
@@ -148,10 +121,9 @@ class Trainer:
                                  "pieces, one of them to check the model on")
             raise UsageError(f"dataset {dataset.folder} has no validation pieces; "
                              "prepare it with a larger --val-fraction")
-        if parent is None and len(self.train_data) + len(self.val_data) < SMALL_COLLECTION:
-            print(f"note: {dataset.folder} has {len(self.train_data) + len(self.val_data)} pieces: "
-                  "a model trained from scratch learns little from so few; --from pretrained "
-                  "fine-tunes the shipped model on them instead", file=sys.stderr)
+        if len(self.train_data) == 0:
+            raise UsageError(f"dataset {dataset.folder} has no training pieces; "
+                             "prepare it with a smaller --val-fraction or more files")
         self.seq_len = min(train_cfg.seq_len, len(self.train_data.tokens) - 1)
         if self.seq_len < 2:
             raise UsageError(f"dataset {dataset.folder} has too few training tokens "
@@ -179,6 +151,12 @@ class Trainer:
     def start(self, strategy):
         from melody.backend import keras
 
+        pieces = len(self.train_data) + len(self.val_data)
+        if self.parent is None and pieces < SMALL_COLLECTION:
+            print(f"note: {self.dataset.folder} has {pieces} pieces: a model trained from "
+                  "scratch learns little from so few; --from pretrained fine-tunes the shipped "
+                  "model on them instead", file=sys.stderr)
+
         self.replicas = strategy.num_replicas_in_sync
         keras().utils.set_random_seed(self.cfg.seed)
         with strategy.scope():
@@ -186,18 +164,34 @@ class Trainer:
             if self.parent is not None:
                 self.model.set_weights(self.parent.keras_model().get_weights())
 
-    def resume(self, strategy):
+    def resume(self, strategy, allow_data_change: bool = False):
         self.replicas = strategy.num_replicas_in_sync
         with strategy.scope():
-            self.model, state = load_checkpoint(self.out)
-        self.progress = Progress.from_dict(state["progress"])
-        check_same_architecture(state["model"], self.model_cfg)
-        if state.get("data", {}).get("digest") != self.dataset.digest:
-            print(f"warning: {self.dataset.folder} changed since this run started", file=sys.stderr)
+            self.model, state = load_checkpoint(self.out, self.model_cfg)
+        try:
+            self.progress = Progress.from_dict(state.get("progress"))
+        except (TypeError, ValueError) as e:
+            raise UsageError(f"--resume: the newest checkpoint in {self.out} has a damaged "
+                             f"state ({e}); train again without --resume")
+        saved = state.get("data") or {}
+        changed = saved.get("digest") != self.dataset.digest
+        if changed and not allow_data_change:
+            raise UsageError(
+                f"--resume: {self.out} was trained on {saved.get('folder')} (digest "
+                f"{saved.get('digest')}), not on {self.dataset.folder} as it is now (digest "
+                f"{self.dataset.digest}); one history would mix two validation splits. Resume "
+                "with the run's own --data, or add --allow-data-change to go on with this one")
         # New flags win over the saved ones, except the learning rate, which
         # the plateau schedule has been lowering.
         self.model.optimizer.learning_rate = self.progress.learning_rate
-        if (self.out / MODEL_FILE).exists() and self.progress.best is not None:
+        if changed:
+            # Scores on another validation split do not compare: the best starts over.
+            p = self.progress
+            p.best, p.best_epoch, p.wait = None, p.epoch, 0
+            print(f"note: going on with {self.dataset.folder}, not {saved.get('folder')}; "
+                  f"epochs after {p.epoch} are scored on its validation split and the best "
+                  "score starts over", file=sys.stderr)
+        elif (self.out / MODEL_FILE).exists() and self.progress.best is not None:
             self.best_weights = ModelFolder(self.out).keras_model().get_weights()
 
     # -- one epoch --------------------------------------------------------------
@@ -341,7 +335,7 @@ class Trainer:
         from melody.scoring import ModelScorer
 
         k = keras()
-        callbacks = [_stop_callback(stop)]
+        callbacks = [stop_callback(stop)]
         board = scalar_log(self.out / "logs")
         scorer = ModelScorer(self.model, self.tokenizer, self.model_cfg.lookback)
         if self.progress.parent and not self.progress.history:
@@ -373,25 +367,3 @@ class Trainer:
                   f"| lr {lr:.2g} | {self.tokens_per_second:,.0f} tokens/s",
                   file=sys.stderr, flush=True)
         return "early stop" if self.progress.wait >= self.cfg.patience else "done"
-
-
-def flag_text(value) -> str:
-    """An architecture setting as its flag takes it: true/false, 1,2,4,8 or none."""
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, (list, tuple)):
-        return ",".join(map(str, value)) or "none"
-    return str(value)
-
-
-def check_same_architecture(saved: dict, model_cfg: ModelConfig) -> None:
-    given = model_cfg.to_dict()
-    saved = dict(saved)
-    saved["lookback"] = tuple(saved.get("lookback", ()))  # runs from before form context: none
-    diffs = [f"{flag} {flag_text(saved.get(k))}"
-             for k, flag in ARCHITECTURE_FLAGS.items() if saved.get(k) != given[k]]
-    if saved.get("vocab_size") != given["vocab_size"]:
-        raise UsageError("--resume: the dataset's vocabulary differs from the saved model's")
-    if diffs:
-        raise UsageError("--resume: the saved model was trained with different architecture "
-                         f"flags; resume with {' '.join(diffs)}")
