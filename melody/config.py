@@ -184,6 +184,8 @@ class ModelConfig(_Config):
     lookback: tuple[int, ...] = (1, 2, 4, 8)
     lookback_embedding: int = 32
     position_embedding: int = 16
+    # With lookback: the output also says "as N bars ago" (melody.model's copy gate).
+    copy: bool = True
 
     def __post_init__(self):
         check_int("vocab_size", self.vocab_size, 1, MAX_VOCAB)
@@ -191,8 +193,9 @@ class ModelConfig(_Config):
             check_int(name, getattr(self, name), 1, MAX_WIDTH)
         check_int("layers", self.layers, 1, MAX_LAYERS)
         check_float("dropout", self.dropout, 0.0, 1.0, high_open=True)
-        if not isinstance(self.reset_after, bool):
-            raise TypeError(f"reset_after must be true or false, got {self.reset_after!r}")
+        for name in ("reset_after", "copy"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be true or false, got {getattr(self, name)!r}")
         for name in ("lookback_embedding", "position_embedding"):
             check_int(name, getattr(self, name), 1, MAX_WIDTH)
         if len(self.lookback) > 8 or len(set(self.lookback)) != len(self.lookback) or any(
@@ -221,6 +224,8 @@ class ModelConfig(_Config):
         for _ in range(self.layers):
             total += (width + self.units) * gates + biases
             width = self.units
+        if self.lookback and self.copy:  # the copy gate: the network's own, or a distance
+            total += (width + 1) * (1 + len(self.lookback))
         return total + width * self.vocab_size + self.vocab_size
 
 

@@ -6,7 +6,11 @@ With form context (``ModelConfig.lookback``, see ``melody.context``) the GRU
 reads, beside each token's embedding, embeddings of the tokens that came at
 the same place 1, 2, 4 and 8 bars back and of the place in the bar and in the
 phrase: inputs ``tokens`` [batch, time], ``lookback`` [batch, time, distances],
-``position`` and ``bar`` [batch, time].
+``position`` and ``bar`` [batch, time]. Its output can also say "as N bars
+ago" (``ModelConfig.copy``): a gate mixes the network's distribution with the
+lookback tokens themselves, so bringing a phrase back is one confident choice
+carried on token by token; the model then outputs log-probabilities (still
+logits to everything downstream: their softmax is the mixture).
 
 ``reset_after=True`` (the default) is the variant cuDNN runs, so the same model
 trains fast on a GPU; ``reset_after=False`` is the textbook cell. The NumPy
@@ -14,6 +18,8 @@ sampler (``melody.sample.network``) runs the same network from its weights.
 """
 
 from __future__ import annotations
+
+import functools
 
 from melody.config import ModelConfig
 from melody.context import BAR_IDS, POSITIONS
@@ -44,7 +50,50 @@ def build_model(config: ModelConfig):
         if config.dropout:
             x = k.layers.Dropout(config.dropout, name=f"dropout_{i}")(x)
     logits = k.layers.Dense(config.vocab_size, name="logits", dtype="float32")(x)
+    if config.lookback and config.copy:
+        gate = k.layers.Dense(1 + len(config.lookback), name="copy_gate", dtype="float32")(x)
+        logits = copy_mixture_class()(config.vocab_size, name="log_probs")(
+            [logits, gate, inputs["lookback"]])
     return k.Model(inputs, logits, name="melody_gru")
+
+
+@functools.lru_cache(maxsize=None)
+def copy_mixture_class():
+    """The Keras layer of the copy mixture, registered (``melody>CopyMixture``) so that
+    a saved model loads in safe mode; made once, when Keras is first needed."""
+    from melody.backend import keras
+
+    k = keras()
+
+    @k.saving.register_keras_serializable(package="melody", name="CopyMixture")
+    class CopyMixture(k.layers.Layer):
+        """Log-probabilities of a mixture: the network's own distribution, or the token
+        that came at the same place N bars back, as a gate chooses; the gate of a
+        distance with nothing there is shut.
+
+        Inputs: logits [batch, time, vocab], gate logits [batch, time, 1 + distances]
+        (the first for the network's own), lookback ids [batch, time, distances].
+        """
+
+        def __init__(self, vocab_size: int, **kwargs):
+            super().__init__(**kwargs)
+            self.vocab_size = vocab_size
+
+        def call(self, inputs):
+            ops = k.ops
+            logits, gate, lookback = inputs
+            there = ops.cast(lookback < self.vocab_size, gate.dtype)
+            shut = ops.concatenate([ops.zeros_like(there[..., :1]), 1.0 - there], axis=-1)
+            weights = ops.softmax(gate - 1e9 * shut, axis=-1)
+            probs = weights[..., :1] * ops.softmax(logits, axis=-1)
+            copies = ops.one_hot(lookback, self.vocab_size + 1)[..., :self.vocab_size]
+            probs = probs + ops.sum(weights[..., 1:, None] * copies, axis=-2)
+            return ops.log(ops.maximum(probs, 1e-30))
+
+        def get_config(self):
+            return dict(super().get_config(), vocab_size=self.vocab_size)
+
+    return CopyMixture
 
 
 def _context_inputs(k, config: ModelConfig, tokens, x):
@@ -83,4 +132,6 @@ def flops_per_token(config: ModelConfig) -> int:
         flops += 2 * 3 * (inp + config.units) * config.units
         inp = config.units
     flops += 2 * config.units * config.vocab_size
+    if config.lookback and config.copy:  # the gate, and the mixture's few adds
+        flops += 2 * config.units * (1 + len(config.lookback)) + 4 * config.vocab_size
     return flops

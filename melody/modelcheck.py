@@ -27,7 +27,9 @@ MAX_HISTORY = 100_000
 # the weights may take twice what the architecture's float32 weights need, plus 1 MB.
 ARCHITECTURE_BYTES = {"metadata.json": 2**16, "config.json": 2**20}
 WEIGHTS = "model.weights.h5"
-KNOWN_LAYERS = ("InputLayer", "Embedding", "GRU", "Dropout", "Dense", "Reshape", "Concatenate")
+KNOWN_LAYERS = ("InputLayer", "Embedding", "GRU", "Dropout", "Dense", "Reshape", "Concatenate",
+                "CopyMixture")
+COPY_LAYER = "melody>CopyMixture"  # melody.model's copy mixture, as Keras registers it
 _GRU_SETTINGS = {"activation": "tanh", "recurrent_activation": "sigmoid", "use_bias": True,
                  "go_backwards": False, "return_sequences": True, "return_state": False,
                  "stateful": False}
@@ -195,6 +197,10 @@ def _check_kind(path, layer: dict) -> None:
     kind = layer.get("class_name")
     if kind == "Lambda":
         raise ModelFolderError(f"{path}: Lambda layers are refused (they can run arbitrary code)")
+    if kind == "CopyMixture" and layer.get("registered_name") != COPY_LAYER:
+        raise ModelFolderError(f"{path}: layer {short(layer.get('name'))} is a CopyMixture "
+                               f"registered as {short(layer.get('registered_name'))}, not "
+                               f"melody's ({COPY_LAYER})")
     if kind not in KNOWN_LAYERS:
         raise ModelFolderError(f"{path}: layer {short(layer.get('name'))} is a {short(kind)}; a "
                                f"melody model has only {', '.join(KNOWN_LAYERS)} layers")
@@ -215,6 +221,9 @@ def _check_order(path, layers: list, model) -> None:
         if model.dropout:
             expected.append(("Dropout", f"dropout_{i}", {"rate": model.dropout}))
     expected.append(("Dense", "logits", dict(_DENSE_SETTINGS, units=model.vocab_size)))
+    if model.lookback and model.copy:
+        expected.append(("Dense", "copy_gate", dict(_DENSE_SETTINGS, units=1 + len(model.lookback))))
+        expected.append(("CopyMixture", "log_probs", {"vocab_size": model.vocab_size}))
     found = [(layer.get("class_name"), layer.get("name")) for layer in layers]
     if model.lookback:  # the inputs' order is Keras's to choose: compare them as a set
         order = {name: i for i, (_, name, _) in enumerate(expected)}

@@ -142,6 +142,7 @@ class ModelFolder:
     def _read_model_config(self) -> ModelConfig:
         settings = dict(self.config["model"])
         settings.setdefault("lookback", [])  # written before form context existed: tokens alone
+        settings.setdefault("copy", False)  # or before the copy gate
         try:
             return ModelConfig.from_dict(settings)
         except (TypeError, ValueError) as e:
@@ -192,9 +193,11 @@ class ModelFolder:
     def keras_model(self):
         """The Keras model, loaded in safe mode (no Lambda layers, no pickled code)."""
         from melody.backend import keras
+        from melody.model import copy_mixture_class
 
         path = self.path / MODEL_FILE
         self.network  # every weight's size and shape checked before Keras unpacks any
+        copy_mixture_class()  # registered, so that Keras finds the copy gate's layer
         try:
             model = keras().saving.load_model(path, safe_mode=True, compile=False)
         except Exception as e:  # Keras raises many types for a damaged file

@@ -135,7 +135,8 @@ def test_a_model_of_known_probabilities_scores_what_they_say(dataset, tmp_path):
     every token has probability softmax(bias), whatever came before."""
     from melody.model import ModelConfig, build_model
 
-    model = build_model(ModelConfig(vocab_size=TOK.vocab_size, embedding=8, units=16, layers=1))
+    model = build_model(ModelConfig(vocab_size=TOK.vocab_size, embedding=8, units=16, layers=1,
+                                    lookback=()))  # tokens alone: a closed form
     rng = np.random.default_rng(4)
     log_p = rng.normal(scale=2.0, size=TOK.vocab_size)
     log_p -= np.logaddexp.reduce(log_p)
@@ -145,7 +146,7 @@ def test_a_model_of_known_probabilities_scores_what_they_say(dataset, tmp_path):
             w.assign(np.zeros(w.shape, np.float32) if zero else
                      rng.normal(size=w.shape).astype(np.float32))
     model.get_layer("logits").weights[1].assign(log_p.astype(np.float32))
-    folder = tiny_model(tmp_path / "known", model=model)
+    folder = tiny_model(tmp_path / "known", model=model, lookback=())
     code, result, err = run_cli("evaluate", "--model", folder, "--data", dataset,
                                 "--samples", 0, "--json")
     assert code == 0, err

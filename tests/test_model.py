@@ -105,7 +105,7 @@ def test_form_context_is_read_beside_each_token(reset_after):
     """The GRU reads the token's embedding, then each lookback distance's, the
     position's and the bar's, side by side."""
     cfg = ModelConfig(vocab_size=11, embedding=5, units=7, layers=1, reset_after=reset_after,
-                      lookback=(1, 4), lookback_embedding=3, position_embedding=2)
+                      lookback=(1, 4), lookback_embedding=3, position_embedding=2, copy=False)
     model = build_model(cfg)
     rng = np.random.default_rng(3)
     for w in model.weights:
@@ -151,6 +151,38 @@ def test_numpy_cell_is_the_textbook_gru(reset_after):
     np.testing.assert_allclose(np.stack(ours, axis=1), expected, atol=1e-5)
 
 
+def test_the_copy_gate_mixes_the_network_with_the_tokens_bars_back():
+    """Output: log of g0 * softmax(logits) + the sum over distances k of g_k * [token is
+    the one k bars back], g the softmax of the gate with distances that hold nothing shut."""
+    cfg = ModelConfig(vocab_size=11, embedding=5, units=7, layers=1, lookback=(1, 4),
+                      lookback_embedding=3, position_embedding=2, dropout=0.0)
+    model = build_model(cfg)
+    rng = np.random.default_rng(5)
+    for w in model.weights:
+        w.assign(rng.normal(scale=0.5, size=w.shape).astype(np.float32))
+    lookback = np.array([[[3, 11], [11, 11], [4, 4]]], np.int32)  # 11: nothing there
+    inputs = {"tokens": np.array([[1, 2, 3]], np.int32), "lookback": lookback,
+              "position": np.zeros((1, 3), np.int32), "bar": np.zeros((1, 3), np.int32)}
+    out = np.exp(np.asarray(model(inputs, training=False))[0])
+    np.testing.assert_allclose(out.sum(axis=-1), 1.0, atol=1e-5)
+    hidden = __import__("keras").Model(model.inputs, model.get_layer("gru_0").output)(inputs)[0]
+    hidden = np.asarray(hidden, np.float64)
+    kernel, bias = (w.numpy() for w in model.get_layer("logits").weights)
+    gate_kernel, gate_bias = (w.numpy() for w in model.get_layer("copy_gate").weights)
+    for t in range(3):
+        gate = hidden[t] @ gate_kernel + gate_bias
+        gate[1:][lookback[0, t] == 11] = -np.inf
+        g = np.exp(gate - gate.max())
+        g /= g.sum()
+        logits = hidden[t] @ kernel + bias
+        expected = g[0] * np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+        for k in range(2):
+            if lookback[0, t, k] < 11:
+                expected[lookback[0, t, k]] += g[1 + k]
+        np.testing.assert_allclose(out[t], expected, atol=1e-5)
+    assert out[1].max() < 0.99  # with nothing to copy, the network's own distribution
+
+
 def test_config_round_trip():
     cfg = ModelConfig(vocab_size=364, embedding=8, units=16, layers=3, dropout=0.0,
                       reset_after=False)
@@ -182,4 +214,5 @@ def test_flops_counts_every_matmul():
     with_context = ModelConfig(vocab_size=10, embedding=4, units=8, layers=2, lookback=(1, 2),
                                lookback_embedding=3, position_embedding=2)
     wider = 2 * 3 * (4 + 2 * 3 + 2 * 2 + 8) * 8
-    assert flops_per_token(with_context) == wider + gru_1 + 2 * 8 * 10
+    gate = 2 * 8 * 3 + 4 * 10  # three gates from the last state; mixing in the copies
+    assert flops_per_token(with_context) == wider + gru_1 + 2 * 8 * 10 + gate

@@ -94,7 +94,8 @@ def test_an_architecture_other_than_config_json_says_is_refused(capsys, tmp_path
     folder = copy(model_folder, tmp_path / "softmax")
     with zipfile.ZipFile(folder / "model.keras") as z:
         arch = json.loads(z.read("config.json"))
-    arch["config"]["layers"][-1]["config"]["activation"] = "softmax"
+    (logits,) = [layer for layer in arch["config"]["layers"] if layer["name"] == "logits"]
+    logits["config"]["activation"] = "softmax"
     rewrite_keras(folder / "model.keras", **{"config.json": json.dumps(arch)})
     refused(capsys, folder, "Dense logits has activation='softmax'")
 

@@ -49,6 +49,11 @@ class GRULayer:
         return z * h + (1.0 - z) * candidate
 
 
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))  # no overflow warnings for large |x|
 
@@ -61,6 +66,8 @@ class ContextTables:
     lookback: np.ndarray
     position: np.ndarray
     bar: np.ndarray
+    gate_kernel: np.ndarray | None = None  # the copy gate [units, 1 + distances], if any
+    gate_bias: np.ndarray | None = None
 
 
 class NumpyGRU:
@@ -88,6 +95,8 @@ class NumpyGRU:
         self.input_table = embedding @ first.kernel[:width] + first.bias
         self.lookback_bars = tuple(lookback)  # the distances, in bars, of the form context
         self.lookback = len(self.lookback_bars)
+        self.gate_kernel = None if context is None else context.gate_kernel
+        self.gate_bias = None if context is None else context.gate_bias
         if context is not None:
             rows, wide = first.kernel[width:], context.lookback.shape[1]
             at = self.lookback * wide
@@ -119,7 +128,22 @@ class NumpyGRU:
             if i:
                 x_proj = new_state[-1] @ layer.kernel + layer.bias
             new_state.append(layer.step(x_proj, h))
-        return new_state[-1] @ self.logits_kernel + self.logits_bias, new_state
+        logits = new_state[-1] @ self.logits_kernel + self.logits_bias
+        if self.gate_kernel is not None:
+            logits = self._copy_mixture(logits, new_state[-1], back)
+        return logits, new_state
+
+    def _copy_mixture(self, logits, h, back) -> np.ndarray:
+        """Log-probabilities of the copy mixture (``melody.model``'s CopyMixture): the
+        network's distribution or a lookback token, as the gate chooses."""
+        gate = h @ self.gate_kernel + self.gate_bias
+        gate[:, 1:] = np.where(back < self.vocab_size, gate[:, 1:], -np.inf)  # nothing there
+        weights = _softmax(gate)
+        probs = weights[:, :1] * _softmax(logits)
+        rows = np.repeat(np.arange(len(back)), back.shape[1])
+        there = back.reshape(-1) < self.vocab_size
+        np.add.at(probs, (rows[there], back.reshape(-1)[there]), weights[:, 1:].reshape(-1)[there])
+        return np.log(np.maximum(probs, 1e-30))
 
     def run(self, tokens, state=None, context=None):
         """Feed [batch, time] tokens step by step: logits [batch, time, vocab] and the

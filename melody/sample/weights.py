@@ -9,6 +9,7 @@ checked against the shapes the network needs, so a damaged file is one
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import re
 
@@ -74,6 +75,9 @@ def read_network(path, layers: list, weights: bytes, max_values: int,
                 bias = bias[0] if reset_after else bias
                 grus.append(GRULayer(kernel, recurrent, bias, rec_bias, reset_after))
             logits_kernel, logits_bias = variables("logits")
+            if context is not None and "copy_gate" in groups:
+                context = dataclasses.replace(context, **dict(zip(
+                    ("gate_kernel", "gate_bias"), variables("copy_gate"))))
     except (OSError, KeyError, ValueError, IndexError, TypeError, AttributeError) as e:
         raise ModelFolderError(f"{path}: weights unreadable ({type(e).__name__}: {e})")
     if not grus:
@@ -113,6 +117,9 @@ def _check_shapes(path, embedding, grus, logits_kernel, logits_bias, context, di
             expected.append((f"gru_{i} recurrent bias", layer.recurrent_bias, (3 * units,)))
         width = units
     expected += [("logits kernel", logits_kernel, (width, vocab)), ("logits bias", logits_bias, (vocab,))]
+    if context is not None and context.gate_kernel is not None:
+        expected += [("copy gate kernel", context.gate_kernel, (width, 1 + distances)),
+                     ("copy gate bias", context.gate_bias, (1 + distances,))]
     if vocab is None:
         raise ModelFolderError(f"{path}: embedding weights have shape {embedding.shape}, "
                                "expected [vocabulary, embedding]")

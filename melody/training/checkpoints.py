@@ -12,6 +12,7 @@ from pathlib import Path
 
 from melody.config import ModelConfig
 from melody.errors import ModelFolderError, UsageError
+from melody.model import copy_mixture_class
 from melody.modelcheck import (
     MAX_CONFIG_BYTES,
     WEIGHTS,
@@ -79,6 +80,7 @@ def load_checkpoint(out: Path, model_cfg: ModelConfig):
         try:
             check_zip(path, weights_limit(model_cfg.params, optimizer=True))
             check_values(path, read_member(path, WEIGHTS), 3 * model_cfg.params + 2**16)
+            copy_mixture_class()  # registered, so that Keras finds the copy gate's layer
             model = keras().saving.load_model(path, safe_mode=True, compile=True)
             return model, state
         except Exception as e:  # a damaged zip, weights or JSON raise many types

@@ -149,6 +149,7 @@ def saved_architecture(out: Path) -> ModelConfig | None:
         try:
             saved = dict(read_json(path.with_suffix(".json"), MAX_CONFIG_BYTES)["model"])
             saved.setdefault("lookback", [])  # runs from before form context: none
+            saved.setdefault("copy", False)  # or before the copy gate
             return ModelConfig.from_dict(saved)
         except (ModelFolderError, ValueError, KeyError, TypeError):
             continue
