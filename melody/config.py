@@ -247,8 +247,16 @@ class TrainConfig(_Config):
     # Transposition of training windows, in semitones (inclusive range).
     transpose_low: int = -5
     transpose_high: int = 6
-    # The learning rate is multiplied by this after an epoch without improvement.
+    # Share of training windows transposed (the rest keep their key): a collection
+    # already in many keys gains little from moving every window.
+    transpose_prob: float = 1.0
+    # "plateau": the learning rate is multiplied by plateau_factor after an epoch
+    # without improvement; "cosine": it rises over warmup_steps, then falls along a
+    # cosine to lr_floor x the rate at the last epoch of the budget.
+    schedule: str = "plateau"
     plateau_factor: float = 0.5
+    warmup_steps: int = 0
+    lr_floor: float = 0.05
 
     def __post_init__(self):
         check_int("epochs", self.epochs, 1, MAX_EPOCHS)
@@ -266,6 +274,12 @@ class TrainConfig(_Config):
         check_int("transpose_low", self.transpose_low, -12, 0)
         check_int("transpose_high", self.transpose_high, 0, 12)
         check_float("plateau_factor", self.plateau_factor, 0.0, 1.0, low_open=True)
+        check_float("transpose_prob", self.transpose_prob, 0.0, 1.0)
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, "
+                             f"got {self.schedule!r}")
+        check_int("warmup_steps", self.warmup_steps, 0, MAX_STEPS_PER_EPOCH)
+        check_float("lr_floor", self.lr_floor, 0.0, 1.0)
 
 
 def training_bytes(model: "ModelConfig", train: "TrainConfig") -> int:
@@ -284,6 +298,7 @@ def training_bytes(model: "ModelConfig", train: "TrainConfig") -> int:
 
 
 STRATEGIES = ("default", "mirrored", "multi-worker")
+SCHEDULES = ("plateau", "cosine")
 
 
 def check_tempo(value, name: str = "tempo") -> None:

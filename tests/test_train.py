@@ -21,6 +21,7 @@ from conftest import (
     write_midi_tunes,
 )
 
+import melody
 from melody.backend import usable_cores
 from melody.data import load_dataset
 from melody.notes import Key, Melody
@@ -384,6 +385,43 @@ def test_windows_are_transposed_slices_of_the_stream():
             shifts_seen.add(shifts[0])
     assert len(shifts_seen) > 3  # several transpositions, not just the original key
 
+
+
+def test_transpose_prob_leaves_the_other_windows_in_their_key():
+    from melody.config import TrainConfig
+    from melody.training import WindowSampler, transpose_tables
+
+    tok = Tokenizer()
+    # random tokens: a transposed window cannot pass for another place's slice
+    tokens = np.random.default_rng(4).integers(0, tok.vocab_size, 5000).astype(np.uint16)
+    cfg = TrainConfig(transpose_prob=0.25)
+    tables = transpose_tables(tok, cfg)
+    np.testing.assert_array_equal(tables[-cfg.transpose_low], np.arange(tables.shape[1]))
+    sampler = WindowSampler(tokens, 16, 400, tables, None, cfg.transpose_prob, -cfg.transpose_low)
+    x, _ = next(sampler.batches(seed=2))
+    original = {tuple(tokens[i:i + 16]) for i in range(len(tokens) - 15)}
+    kept = np.mean([tuple(row) in original for row in x])
+    # a quarter drawn to move (one in 12 of those by 0 semitones): about 77% in their key
+    assert 0.65 < kept < 0.88, kept
+    x, _ = next(WindowSampler(tokens, 16, 50, tables, None, 0.0, -cfg.transpose_low).batches(seed=2))
+    assert all(tuple(row) in original for row in x)
+
+
+def test_cosine_schedule_warms_up_then_falls_whatever_the_scores(dataset, tmp_path):
+    from melody.config import TrainConfig
+    from melody.training.schedule import cosine_rate
+
+    out = tmp_path / "cos"
+    result = melody.train(str(dataset), str(out), units=24, embedding=8, layers=1, seq_len=32,
+                          batch_size=16, epochs=4, steps_per_epoch=10, patience=4,
+                          schedule="cosine", warmup_steps=5, learning_rate=0.01)
+    assert result["epochs"] == 4
+    rates = [h["learning_rate"] for h in json.loads((out / "config.json").read_text())["history"]]
+    cfg = TrainConfig(learning_rate=0.01, schedule="cosine", warmup_steps=5, epochs=4)
+    # logged at each epoch's start: the rate the last batch of the epoch before was given
+    expected = [0.01] + [cosine_rate(cfg, 10 * e - 1, 40) for e in (1, 2, 3)]
+    assert rates == pytest.approx(expected, rel=1e-4)
+    assert rates[1] > rates[2] > rates[3]  # no plateau cuts: the cosine alone
 
 # -- strategies ------------------------------------------------------------------------------
 MIRRORED = """

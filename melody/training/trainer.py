@@ -39,6 +39,7 @@ from melody.training.checkpoints import (
     save_checkpoint,
 )
 from melody.training.logs import scalar_log
+from melody.training.schedule import schedule_callback
 from melody.training.stopping import StopRequest, stop_callback
 from melody.training.windows import WindowSampler, transpose_tables
 
@@ -140,7 +141,8 @@ class Trainer:
         if model_cfg.lookback:  # computed once over whole pieces, so windows see before them
             context = data_context(self.train_data, self.tokenizer, model_cfg.lookback)
         self.sampler = WindowSampler(self.train_data.tokens, self.seq_len, train_cfg.batch_size,
-                                     transpose_tables(self.tokenizer, train_cfg), context)
+                                     transpose_tables(self.tokenizer, train_cfg), context,
+                                     train_cfg.transpose_prob, -train_cfg.transpose_low)
         self.progress = Progress(learning_rate=train_cfg.learning_rate, parent=parent and {
             "folder": str(parent.path), "weights_digest": parent.weights_digest})
         self.best_weights = None
@@ -225,8 +227,9 @@ class Trainer:
             self.best_weights = self.model.get_weights()
         else:
             p.wait += 1
-            p.learning_rate = lr * self.cfg.plateau_factor
-            self.model.optimizer.learning_rate = p.learning_rate
+            if self.cfg.schedule == "plateau":
+                p.learning_rate = lr * self.cfg.plateau_factor
+                self.model.optimizer.learning_rate = p.learning_rate
         p.history.append({
             "epoch": p.epoch,
             "val_bits_per_note": scores["bits_per_note"],
@@ -336,6 +339,8 @@ class Trainer:
 
         k = keras()
         callbacks = [stop_callback(stop)]
+        if self.cfg.schedule == "cosine":
+            callbacks.append(schedule_callback(self.cfg, self.cfg.epochs * self.steps))
         board = scalar_log(self.out / "logs")
         scorer = ModelScorer(self.model, self.tokenizer, self.model_cfg.lookback)
         if self.progress.parent and not self.progress.history:

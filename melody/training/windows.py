@@ -24,7 +24,7 @@ class WindowSampler:
     """
 
     def __init__(self, tokens: np.ndarray, seq_len: int, batch_size: int, tables: np.ndarray,
-                 context=None):
+                 context=None, transpose_prob: float = 1.0, identity: int = 0):
         if len(tokens) < seq_len + 1:
             raise ValueError(f"need at least {seq_len + 1} tokens, got {len(tokens)}")
         self.tokens = tokens
@@ -32,6 +32,8 @@ class WindowSampler:
         self.batch_size = batch_size
         self.tables = tables
         self.context = context
+        self.transpose_prob = transpose_prob  # the others take table ``identity``
+        self.identity = identity
         if context is not None:  # lookback ids also hold NONE (= vocabulary size): kept as it is
             none = np.full((len(tables), 1), tables.shape[1], tables.dtype)
             self.lookback_tables = np.concatenate([tables, none], axis=1)
@@ -46,6 +48,9 @@ class WindowSampler:
             at = starts[:, None] + span
             windows = np.asarray(self.tokens[at], dtype=np.int32)
             shifts = rng.integers(0, len(self.tables), size=self.batch_size)
+            if self.transpose_prob < 1.0:
+                keep = rng.random(self.batch_size) >= self.transpose_prob
+                shifts[keep] = self.identity
             windows = self.tables[shifts[:, None], windows]
             if self.context is None:
                 yield windows[:, :-1], windows[:, 1:]
@@ -78,6 +83,8 @@ class WindowSampler:
 
 
 def transpose_tables(tokenizer, cfg: TrainConfig) -> np.ndarray:
+    """One table per transposition from ``transpose_low`` to ``transpose_high``
+    semitones: row ``-transpose_low`` keeps the key."""
     return np.stack([
         tokenizer.transpose_table(s) for s in range(cfg.transpose_low, cfg.transpose_high + 1)
     ])
