@@ -45,6 +45,10 @@ VARIANTS = {
     "lr-4e-3": {"learning_rate": 4e-3},
     "seq-64": {"seq_len": 64},
     "dropout-0.1": {"dropout": 0.1},
+    "batch-32+transpose-0.5": {"batch_size": 32, "transpose_prob": 0.5},
+    "batch-32+transpose-0.25": {"batch_size": 32, "transpose_prob": 0.25},
+    "batch-32+lr-3e-3": {"batch_size": 32, "learning_rate": 3e-3},
+    "batch-16": {"batch_size": 16},
 }
 
 
@@ -96,13 +100,13 @@ def main(argv=None) -> None:
         print(f"\n{name}: {size} training pieces ({len(dataset.split('train').tokens):,} tokens), "
               f"{held_out} held out; {tokens:,} training tokens per variant; "
               f"Kneser-Ney {order}-gram {ngram:.3f} bits/note", flush=True)
-        print(f"{'variant':<15}" + "".join(f"{'ep ' + str(e):>8}" for e in range(1, args.epochs + 1))
+        print(f"{'variant':<24}" + "".join(f"{'ep ' + str(e):>8}" for e in range(1, args.epochs + 1))
               + f"{'min':>7}{'/n-gram':>9}")
         for variant in args.variants.split(","):
             points = curve(data, args.work / f"{name}-{variant}",
                            settings(VARIANTS[variant], args.epochs, args.steps))
             best = min(b for _, b in points)
-            print(f"{variant:<15}" + "".join(f"{b:>8.3f}" for _, b in points)
+            print(f"{variant:<24}" + "".join(f"{b:>8.3f}" for _, b in points)
                   + f"{points[-1][0]:>7.1f}{best / ngram:>9.3f}", flush=True)
 
 
