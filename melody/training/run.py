@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sys
@@ -28,6 +29,8 @@ from melody.training.checkpoints import (
     flag_text,
     list_checkpoints,
 )
+from melody.training.cluster import Cluster, Watcher, join, native_log_aside, use_jax
+from melody.training.multiworker import LostProcess, MultiWorkerTrainer
 from melody.training.stopping import StopRequest
 from melody.training.strategy import make_strategy
 from melody.training.trainer import Trainer
@@ -84,7 +87,33 @@ def train(data=None, out=None, *, resume: bool = False, parent=None,
     this data as the score to beat. One run at a time writes ``out``
     (``melody.lock``). The first Ctrl-C stops after the current batch and saves
     (then KeyboardInterrupt); the second aborts.
+
+    ``strategy="multi-worker"`` is one process of a run across processes or
+    machines (``melody.training.cluster`` says how they meet): it needs JAX,
+    and makes it Keras's backend unless Keras was imported already. When
+    another process of the run is lost, this process prints one line and
+    ends (``os._exit``): JAX cannot go on without it.
     """
+    if settings.get("strategy") != "multi-worker":
+        return _train(data, out, resume, parent, allow_data_change, settings)
+    use_jax()  # before anything imports Keras
+    cluster = Cluster.from_env()
+    watcher = Watcher()
+    watcher.say(f"melody train: error: {cluster.describe()} ended before the run did (killed, "
+                "or stopped by JAX when another process was lost); start every process again "
+                "with the same command and --resume")
+    try:
+        with native_log_aside():
+            return _train(data, out, resume, parent, allow_data_change, settings, cluster)
+    except LostProcess as e:
+        watcher.say(f"melody train: error: {e}")
+        os._exit(1)  # JAX's runtime waits for the lost process at exit; the watcher says why
+    finally:
+        watcher.finish()
+
+
+def _train(data, out, resume: bool, parent, allow_data_change: bool, settings: dict,
+           cluster: Cluster | None = None) -> dict:
     from melody import corpus
     from melody.backend import tune_cpu_threads
 
@@ -116,14 +145,19 @@ def train(data=None, out=None, *, resume: bool = False, parent=None,
         except ValueError as e:
             raise UsageError(str(e))
     check_memory(model_cfg, train_cfg)
-    with FolderLock(out, "train"):
-        # Holding the lock, every temporary in the folder is a killed run's.
-        for folder in (out, checkpoint_dir(out)):
-            sweep(folder, everything=True)
+    writer = cluster is None or cluster.is_chief  # of a multi-worker run, process 0 writes
+    with FolderLock(out, "train") if writer else contextlib.nullcontext():
+        if writer:  # holding the lock, every temporary in the folder is a killed run's
+            for folder in (out, checkpoint_dir(out)):
+                sweep(folder, everything=True)
         check_out_folder(out, resume)
         tune_cpu_threads()  # before TensorFlow runs anything
-        trainer = Trainer(dataset, out, model_cfg, train_cfg, parent)
-        strategy = make_strategy(train_cfg.strategy)
+        if cluster is None:
+            trainer = Trainer(dataset, out, model_cfg, train_cfg, parent)
+        else:
+            join(cluster)  # every process has checked the folder before any writes to it
+            trainer = MultiWorkerTrainer(dataset, out, model_cfg, train_cfg, parent, cluster)
+        strategy = make_strategy(train_cfg.strategy, cluster.processes if cluster else 1)
         if resume:
             trainer.resume(strategy, allow_data_change)
         else:
