@@ -143,7 +143,7 @@ def native_log_aside():
     """Send file descriptors 1 and 2 (where JAX's, XLA's and Gloo's native code log)
     to a temporary file, while Python's ``sys.stdout`` and ``sys.stderr`` keep
     writing where they did."""
-    if "TF_CPP_MIN_LOG_LEVEL" in os.environ:  # the user wants the native log
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3") != "3":  # the user asked for the native log
         yield
         return
     streams = {1: "stdout", 2: "stderr"}

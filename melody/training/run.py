@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from melody.config import (
     FINE_TUNE_LEARNING_RATE,
     MODELS,
@@ -96,15 +98,15 @@ def train(data=None, out=None, *, resume: bool = False, parent=None,
     """
     if settings.get("strategy") != "multi-worker":
         return _train(data, out, resume, parent, allow_data_change, settings)
-    use_jax()  # before anything imports Keras
     cluster = Cluster.from_env()
+    use_jax()  # before anything imports Keras
     watcher = Watcher()
-    watcher.say(f"melody train: error: {cluster.describe()} ended before the run did (killed, "
-                "or stopped by JAX when another process was lost); start every process again "
-                "with the same command and --resume")
+    watcher.say(f"melody train: error: {cluster.describe()} could not start the run or meet "
+                "the others (is the coordinator's port free on process 0, reachable from here, "
+                "and did every process start?)")
     try:
         with native_log_aside():
-            return _train(data, out, resume, parent, allow_data_change, settings, cluster)
+            return _train(data, out, resume, parent, allow_data_change, settings, cluster, watcher)
     except LostProcess as e:
         watcher.say(f"melody train: error: {e}")
         os._exit(1)  # JAX's runtime waits for the lost process at exit; the watcher says why
@@ -113,7 +115,7 @@ def train(data=None, out=None, *, resume: bool = False, parent=None,
 
 
 def _train(data, out, resume: bool, parent, allow_data_change: bool, settings: dict,
-           cluster: Cluster | None = None) -> dict:
+           cluster: Cluster | None = None, watcher: Watcher | None = None) -> dict:
     from melody import corpus
     from melody.backend import tune_cpu_threads
 
@@ -156,6 +158,9 @@ def _train(data, out, resume: bool, parent, allow_data_change: bool, settings: d
             trainer = Trainer(dataset, out, model_cfg, train_cfg, parent)
         else:
             join(cluster)  # every process has checked the folder before any writes to it
+            watcher.say(f"melody train: error: {cluster.describe()} ended before the run did "
+                        "(killed, or stopped by JAX when another process was lost); start every "
+                        "process again with the same command and --resume")
             trainer = MultiWorkerTrainer(dataset, out, model_cfg, train_cfg, parent, cluster)
         strategy = make_strategy(train_cfg.strategy, cluster.processes if cluster else 1)
         if resume:
@@ -223,7 +228,20 @@ def train_result(trainer: Trainer) -> dict:
         "data": str(trainer.dataset.folder),
         "strategy": trainer.cfg.strategy,
         "replicas": trainer.replicas,
+        "weights_sha256": weights_sha256(trainer),
     }
+
+
+def weights_sha256(trainer: Trainer) -> str:
+    """SHA-256 of the weights the model folder holds (every process of a multi-worker
+    run holds the same ones, so each reports the same digest)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    weights = trainer.best_weights if trainer.best_weights is not None else trainer.model.get_weights()
+    for w in weights:
+        digest.update(np.ascontiguousarray(w, dtype=np.float32).tobytes())
+    return digest.hexdigest()
 
 
 def summary_text(result: dict) -> str:
