@@ -153,8 +153,12 @@ def native_log_aside():
             stream = getattr(sys, name)
             stream.flush()
             saved[fd] = (os.dup(fd), stream)
+            try:  # where the stream writes now (the command line sends stdout to stderr)
+                target = stream.fileno()
+            except (AttributeError, OSError, ValueError):
+                target = fd
             setattr(sys, name, io.TextIOWrapper(
-                os.fdopen(os.dup(fd), "wb", buffering=0), encoding=stream.encoding,
+                os.fdopen(os.dup(target), "wb", buffering=0), encoding=stream.encoding,
                 errors="replace", line_buffering=True, write_through=True))
             os.dup2(sink.fileno(), fd)
         try:

@@ -80,7 +80,11 @@ class MultiWorkerTrainer(Trainer):
         if not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
         variables = list(model.variables) + list(model.optimizer.variables)
-        values = multihost_utils.broadcast_one_to_all([v.value for v in variables])
+        try:
+            values = multihost_utils.broadcast_one_to_all([v.value for v in variables])
+        except Exception as e:
+            raise_if_lost(self.cluster, e)
+            raise
         for v, value in zip(variables, values):
             v.assign(np.asarray(value))
 

@@ -171,14 +171,16 @@ def _train(data, out, resume: bool, parent, allow_data_change: bool, settings: d
             ending = trainer.run(stop)
     if ending == "stopped":
         print(f"stopped during epoch {trainer.progress.epoch + 1}; saved {out}. Continue with: "
-              f"{resume_command(data, out, model_cfg)}", file=sys.stderr, flush=True)
+              f"{resume_command(data, out, train_cfg.strategy)}", file=sys.stderr, flush=True)
         raise KeyboardInterrupt
     return dict(train_result(trainer), ending=ending, epochs_without_improvement=trainer.progress.wait)
 
 
-def resume_command(data, out: Path, model_cfg: ModelConfig) -> str:
-    """The command that continues this run (its architecture is read from the checkpoint)."""
-    return f"python app.py train --data {data} --out {out} --resume"
+def resume_command(data, out: Path, strategy: str = "default") -> str:
+    """The command that continues this run (its architecture is read from the checkpoint;
+    a multi-worker run is continued by every process, with the same variables)."""
+    where = "" if strategy == "default" else f" --strategy {strategy}"
+    return f"python app.py train --data {data} --out {out}{where} --resume"
 
 
 def saved_architecture(out: Path) -> ModelConfig | None:
