@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TINY, make_dataset, run_cli
+from conftest import ROOT, TINY, make_dataset, run_cli, write_songs
 
 pytest.importorskip("jax")
 
@@ -78,7 +78,7 @@ def finish(started: list[tuple]) -> list[tuple]:
 def test_two_processes_train_one_model(dataset, tmp_path):
     out = tmp_path / "m"
     ended = finish(start(tmp_path, out, "--data", dataset, "--epochs", 2,
-                         "--steps-per-epoch", 15, "--json"))
+                         "--steps-per-epoch", 10, "--json"))
     for code, _, err in ended:
         assert code == 0, err
     results = [json.loads(stdout) for _, stdout, _ in ended]  # stdout is the JSON alone
@@ -125,7 +125,7 @@ def wait_for(path: Path, text: str, timeout: float) -> None:
 
 def test_a_killed_process_stops_the_run_with_one_line_and_resume_completes(dataset, tmp_path):
     out = tmp_path / "m"
-    started = start(tmp_path, out, "--data", dataset, "--epochs", 3, "--steps-per-epoch", 150)
+    started = start(tmp_path, out, "--data", dataset, "--epochs", 3, "--steps-per-epoch", 100)
     (_, err0), (victim, err1) = started
     wait_for(err1, "epoch 1:", RUN_TIMEOUT)  # killed in the middle of epoch 2
     time.sleep(1)
@@ -142,10 +142,19 @@ def test_a_killed_process_stops_the_run_with_one_line_and_resume_completes(datas
     assert [p.name for p in list_checkpoints(out)] == ["epoch-001.keras"]
 
     ended = finish(start(tmp_path, out, "--data", dataset, "--epochs", 2,
-                         "--steps-per-epoch", 15, "--resume", "--json"))
+                         "--steps-per-epoch", 10, "--resume", "--json"))
     for code, _, err in ended:
         assert code == 0, err
     results = [json.loads(stdout) for _, stdout, _ in ended]
     assert results[0]["epochs"] == 2 and results[0]["weights_sha256"] == results[1]["weights_sha256"]
     history = json.loads((out / "config.json").read_text())["history"]
     assert [h["epoch"] for h in history] == [1, 2]
+
+
+def test_a_folder_of_music_is_refused_before_any_process_prepares_it(tmp_path):
+    """Every process would prepare it into the same dataset folder at once."""
+    music = write_songs(tmp_path / "songs", 3)
+    [(code, stdout, err)] = finish(start(tmp_path, tmp_path / "m", "--data", music, processes=1))
+    assert code == 2 and stdout == "", err
+    assert len(err.strip().splitlines()) == 1 and "reads a prepared dataset" in err
+    assert not (tmp_path / "datasets").exists() and not (tmp_path / "m").exists()

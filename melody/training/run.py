@@ -18,7 +18,7 @@ from melody.config import (
     TrainConfig,
     training_bytes,
 )
-from melody.data import resolve_data
+from melody.data import is_dataset, resolve_data
 from melody.errors import ModelFolderError, UsageError
 from melody.fileio import sweep
 from melody.lock import FolderLock
@@ -132,6 +132,10 @@ def _train(data, out, resume: bool, parent, allow_data_change: bool, settings: d
     except ValueError as e:
         raise UsageError(str(e))
     data = corpus.DATASET if data is None else data
+    if cluster is not None and not is_dataset(Path(data)):  # processes would prepare it at once
+        raise UsageError(f"--strategy multi-worker reads a prepared dataset, and {data} is not "
+                         f"one: prepare it once (melody prepare {data} --out DIR) and give "
+                         "--data DIR")
     dataset = resolve_data(data)
     out = Path(out) if out else MODELS / dataset.folder.name
     if parent is not None:
