@@ -60,6 +60,7 @@ MAX_BATCH_SIZE = 8192
 MAX_STEPS_PER_EPOCH = 1_000_000
 MAX_LEARNING_RATE = 1.0
 MAX_VOCAB = 4096  # a tokenizer's settings allow at most 2,270 tokens
+MAX_PROCESSES = 1024  # processes of one --strategy multi-worker run
 MAX_JOBS = 64  # prepare --jobs (the default, every usable core, may be more)
 MIN_TIMEOUT, MAX_TIMEOUT = 0.1, 3600.0  # seconds one file may take (prepare, render)
 RENDER_TIMEOUT = 120.0  # seconds render may spend on one file

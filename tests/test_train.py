@@ -448,11 +448,49 @@ def test_mirrored_strategy_on_two_logical_cpus(dataset, tmp_path):
     assert history[1]["val_bits_per_note"] < history[0]["val_bits_per_note"]
 
 
-def test_multi_worker_strategy_fails_with_one_line(dataset, tmp_path):
+MULTI_WORKER_ENV = {"KERAS_DISTRIBUTION_JOB_ADDRESSES": "localhost:1", "KERAS_DISTRIBUTION_NUM_PROCESSES": "2",
+                    "KERAS_DISTRIBUTION_PROCESS_ID": "0"}
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({}, "needs KERAS_DISTRIBUTION_JOB_ADDRESSES, KERAS_DISTRIBUTION_NUM_PROCESSES, "
+         "KERAS_DISTRIBUTION_PROCESS_ID set on every process"),
+    (dict(MULTI_WORKER_ENV, KERAS_DISTRIBUTION_PROCESS_ID="2"),
+     "KERAS_DISTRIBUTION_PROCESS_ID must be a whole number in 0..1, got '2'"),
+    (dict(MULTI_WORKER_ENV, KERAS_DISTRIBUTION_JOB_ADDRESSES="a:1,b:2,c:3"),
+     "lists 3 addresses but KERAS_DISTRIBUTION_NUM_PROCESSES is 2"),
+    (dict(MULTI_WORKER_ENV, KERAS_DISTRIBUTION_JOB_ADDRESSES="nohost"), "must start with HOST:PORT"),
+    # this process's Keras runs on TensorFlow (tests/test_multiworker.py trains on JAX)
+    (MULTI_WORKER_ENV, "trains on the jax Keras backend, but this process has tensorflow: "
+                       "unset KERAS_BACKEND or set KERAS_BACKEND=jax"),
+])
+def test_multi_worker_strategy_is_refused_with_one_line(dataset, tmp_path, monkeypatch, env,
+                                                        expected):
+    from melody.backend import keras
+
+    keras()  # as in the rest of this module: Keras runs on TensorFlow here
+    for name in MULTI_WORKER_ENV:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
     code, _, err = run_cli("train", "--data", dataset, "--out", tmp_path / "m", *TINY,
                            "--strategy", "multi-worker")
-    assert code == 2
-    assert "keras-team/keras/issues/20585" in err and len(err.strip().splitlines()) == 1
+    assert code == 2 and expected in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "m").exists()
+
+
+def test_multi_worker_without_jax_says_what_to_install(dataset, tmp_path, monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "jax" else find_spec(name, *a))
+    for name, value in MULTI_WORKER_ENV.items():
+        monkeypatch.setenv(name, value)
+    code, _, err = run_cli("train", "--data", dataset, "--out", tmp_path / "m", *TINY,
+                           "--strategy", "multi-worker")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "pip install 'melody[jax]'" in err
 
 
 def test_paths_for_other_keras_backends(dataset, tmp_path, monkeypatch):

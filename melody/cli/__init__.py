@@ -173,9 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --resume: continue on --data other than (or changed since) the "
                         "run's own; the best score starts over on the new validation split")
     p.add_argument("--strategy", choices=STRATEGIES, default=TrainConfig.strategy,
-                   help="tf.distribute strategy: mirrored = all local GPUs; multi-worker "
-                        "(TF_CONFIG) is refused: Keras 3 cannot fit with it "
-                        "(github.com/keras-team/keras/issues/20585)")
+                   help="where to train: mirrored = all local GPUs (tf.distribute); "
+                        "multi-worker = one model across processes or machines on JAX "
+                        "(pip install 'melody[jax]'), each process started with the same "
+                        "command and KERAS_DISTRIBUTION_JOB_ADDRESSES (host:port of process 0), "
+                        "KERAS_DISTRIBUTION_NUM_PROCESSES and KERAS_DISTRIBUTION_PROCESS_ID; "
+                        "--batch-size is the whole run's, split over the processes; "
+                        "--out must be a folder they share")
     add_json(p)
 
     # generate -------------------------------------------------------------------

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sys
 from pathlib import Path
+
+import numpy as np
 
 from melody.config import (
     FINE_TUNE_LEARNING_RATE,
@@ -15,7 +18,7 @@ from melody.config import (
     TrainConfig,
     training_bytes,
 )
-from melody.data import resolve_data
+from melody.data import is_dataset, resolve_data
 from melody.errors import ModelFolderError, UsageError
 from melody.fileio import sweep
 from melody.lock import FolderLock
@@ -28,6 +31,8 @@ from melody.training.checkpoints import (
     flag_text,
     list_checkpoints,
 )
+from melody.training.cluster import Cluster, Watcher, join, native_log_aside, use_jax
+from melody.training.multiworker import LostProcess, MultiWorkerTrainer
 from melody.training.stopping import StopRequest
 from melody.training.strategy import make_strategy
 from melody.training.trainer import Trainer
@@ -84,7 +89,33 @@ def train(data=None, out=None, *, resume: bool = False, parent=None,
     this data as the score to beat. One run at a time writes ``out``
     (``melody.lock``). The first Ctrl-C stops after the current batch and saves
     (then KeyboardInterrupt); the second aborts.
+
+    ``strategy="multi-worker"`` is one process of a run across processes or
+    machines (``melody.training.cluster`` says how they meet): it needs JAX,
+    and makes it Keras's backend unless Keras was imported already. When
+    another process of the run is lost, this process prints one line and
+    ends (``os._exit``): JAX cannot go on without it.
     """
+    if settings.get("strategy") != "multi-worker":
+        return _train(data, out, resume, parent, allow_data_change, settings)
+    cluster = Cluster.from_env()
+    use_jax()  # before anything imports Keras
+    watcher = Watcher()
+    watcher.say(f"melody train: error: {cluster.describe()} could not start the run or meet "
+                "the others (is the coordinator's port free on process 0, reachable from here, "
+                "and did every process start?)")
+    try:
+        with native_log_aside():
+            return _train(data, out, resume, parent, allow_data_change, settings, cluster, watcher)
+    except LostProcess as e:
+        watcher.say(f"melody train: error: {e}")
+        os._exit(1)  # JAX's runtime waits for the lost process at exit; the watcher says why
+    finally:
+        watcher.finish()
+
+
+def _train(data, out, resume: bool, parent, allow_data_change: bool, settings: dict,
+           cluster: Cluster | None = None, watcher: Watcher | None = None) -> dict:
     from melody import corpus
     from melody.backend import tune_cpu_threads
 
@@ -101,6 +132,10 @@ def train(data=None, out=None, *, resume: bool = False, parent=None,
     except ValueError as e:
         raise UsageError(str(e))
     data = corpus.DATASET if data is None else data
+    if cluster is not None and not is_dataset(Path(data)):  # processes would prepare it at once
+        raise UsageError(f"--strategy multi-worker reads a prepared dataset, and {data} is not "
+                         f"one: prepare it once (melody prepare {data} --out DIR) and give "
+                         "--data DIR")
     dataset = resolve_data(data)
     out = Path(out) if out else MODELS / dataset.folder.name
     if parent is not None:
@@ -116,14 +151,22 @@ def train(data=None, out=None, *, resume: bool = False, parent=None,
         except ValueError as e:
             raise UsageError(str(e))
     check_memory(model_cfg, train_cfg)
-    with FolderLock(out, "train"):
-        # Holding the lock, every temporary in the folder is a killed run's.
-        for folder in (out, checkpoint_dir(out)):
-            sweep(folder, everything=True)
+    writer = cluster is None or cluster.is_chief  # of a multi-worker run, process 0 writes
+    with FolderLock(out, "train") if writer else contextlib.nullcontext():
+        if writer:  # holding the lock, every temporary in the folder is a killed run's
+            for folder in (out, checkpoint_dir(out)):
+                sweep(folder, everything=True)
         check_out_folder(out, resume)
         tune_cpu_threads()  # before TensorFlow runs anything
-        trainer = Trainer(dataset, out, model_cfg, train_cfg, parent)
-        strategy = make_strategy(train_cfg.strategy)
+        if cluster is None:
+            trainer = Trainer(dataset, out, model_cfg, train_cfg, parent)
+        else:
+            join(cluster)  # every process has checked the folder before any writes to it
+            watcher.say(f"melody train: error: {cluster.describe()} ended before the run did "
+                        "(killed, or stopped by JAX when another process was lost); start every "
+                        "process again with the same command and --resume")
+            trainer = MultiWorkerTrainer(dataset, out, model_cfg, train_cfg, parent, cluster)
+        strategy = make_strategy(train_cfg.strategy, cluster.processes if cluster else 1)
         if resume:
             trainer.resume(strategy, allow_data_change)
         else:
@@ -132,14 +175,16 @@ def train(data=None, out=None, *, resume: bool = False, parent=None,
             ending = trainer.run(stop)
     if ending == "stopped":
         print(f"stopped during epoch {trainer.progress.epoch + 1}; saved {out}. Continue with: "
-              f"{resume_command(data, out, model_cfg)}", file=sys.stderr, flush=True)
+              f"{resume_command(data, out, train_cfg.strategy)}", file=sys.stderr, flush=True)
         raise KeyboardInterrupt
     return dict(train_result(trainer), ending=ending, epochs_without_improvement=trainer.progress.wait)
 
 
-def resume_command(data, out: Path, model_cfg: ModelConfig) -> str:
-    """The command that continues this run (its architecture is read from the checkpoint)."""
-    return f"python app.py train --data {data} --out {out} --resume"
+def resume_command(data, out: Path, strategy: str = "default") -> str:
+    """The command that continues this run (its architecture is read from the checkpoint;
+    a multi-worker run is continued by every process, with the same variables)."""
+    where = "" if strategy == "default" else f" --strategy {strategy}"
+    return f"python app.py train --data {data} --out {out}{where} --resume"
 
 
 def saved_architecture(out: Path) -> ModelConfig | None:
@@ -189,7 +234,20 @@ def train_result(trainer: Trainer) -> dict:
         "data": str(trainer.dataset.folder),
         "strategy": trainer.cfg.strategy,
         "replicas": trainer.replicas,
+        "weights_sha256": weights_sha256(trainer),
     }
+
+
+def weights_sha256(trainer: Trainer) -> str:
+    """SHA-256 of the weights the model folder holds (every process of a multi-worker
+    run holds the same ones, so each reports the same digest)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    weights = trainer.best_weights if trainer.best_weights is not None else trainer.model.get_weights()
+    for w in weights:
+        digest.update(np.ascontiguousarray(w, dtype=np.float32).tobytes())
+    return digest.hexdigest()
 
 
 def summary_text(result: dict) -> str:

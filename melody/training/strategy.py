@@ -1,10 +1,13 @@
-"""Where training runs: one device, or all local GPUs (``tf.distribute``)."""
+"""Where training runs: one device, all local GPUs (``tf.distribute``), or every
+device of several processes or machines (a JAX mesh, ``--strategy multi-worker``)."""
 
 from __future__ import annotations
 
 import contextlib
 
 from melody.errors import UsageError
+
+AXIS = "workers"  # the mesh axis every device of a multi-worker run lies on
 
 
 class SingleDevice:
@@ -16,10 +19,26 @@ class SingleDevice:
         return contextlib.nullcontext()
 
 
-def make_strategy(name: str):
+class ProcessMesh:
+    """The strategy of a multi-worker run: every device of every process on one mesh axis."""
+
+    def __init__(self, processes: int):
+        import jax
+        import numpy as np
+
+        self.mesh = jax.sharding.Mesh(np.array(jax.devices()), (AXIS,))
+        self.num_replicas_in_sync = processes
+
+    def scope(self):
+        return contextlib.nullcontext()
+
+
+def make_strategy(name: str, processes: int = 1):
     from melody.backend import backend_name, tensorflow
 
     backend = backend_name()
+    if name == "multi-worker":  # the run has chosen JAX and met its processes
+        return ProcessMesh(processes)
     if backend != "tensorflow":
         if name != "default":
             raise UsageError(f"--strategy {name} needs the tensorflow Keras backend, got "
@@ -28,12 +47,4 @@ def make_strategy(name: str):
     tf = tensorflow()
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
-    if name == "multi-worker":
-        # Keras 3's fit hands PerReplica batches to a tf.function that cannot
-        # take them under MultiWorkerMirroredStrategy (checked with Keras 3.15,
-        # TF 2.21): https://github.com/keras-team/keras/issues/20585
-        raise UsageError(
-            "--strategy multi-worker does not work with Keras 3 + TensorFlow "
-            "(https://github.com/keras-team/keras/issues/20585); use default or mirrored"
-        )
     return tf.distribute.get_strategy()
