@@ -87,10 +87,12 @@ def test_json_result(trained):
     assert {"model", "epochs", "params", "val_bits_per_note", "tokens_per_second"} <= set(result)
     assert result["epochs"] == 3
     assert result["tokens_per_second"] > 0
-    # token, lookback, position and bar embeddings; a GRU reading all of them; logits
+    # token, lookback, position and bar embeddings; a GRU reading all of them; logits;
+    # the copy gate (the network's own, or one of 4 distances)
     width = 8 + 4 * 32 + 2 * 16
     embeddings = 364 * 8 + 365 * 32 + 97 * 16 + 17 * 16
-    assert result["params"] == embeddings + 3 * (width + 24 + 2) * 24 + 24 * 364 + 364
+    gate = (24 + 1) * 5
+    assert result["params"] == embeddings + 3 * (width + 24 + 2) * 24 + 24 * 364 + 364 + gate
 
 
 def test_model_folder_contents(trained, dataset):
@@ -100,7 +102,8 @@ def test_model_folder_contents(trained, dataset):
     config = json.loads((folder / "config.json").read_text())
     assert config["model"] == {"vocab_size": 364, "embedding": 8, "units": 24, "layers": 1,
                                "dropout": 0.2, "reset_after": True, "lookback": [1, 2, 4, 8],
-                               "lookback_embedding": 32, "position_embedding": 16}
+                               "lookback_embedding": 32, "position_embedding": 16,
+                               "copy": True}
     assert config["train"]["seq_len"] == 32 and config["train"]["steps_per_epoch"] == 40
     assert config["train"]["backend"] == "tensorflow"
     assert config["data"] == {"folder": str(dataset), "digest": load_dataset(dataset).digest}
@@ -118,7 +121,7 @@ def test_model_loads_in_safe_mode_and_scores_like_training(trained, dataset):
     model = folder.keras_model()
     assert [layer.name for layer in model.layers if layer.__class__.__name__ != "InputLayer"] == [
         "lookback_embedding", "embedding", "lookback_flat", "position_embedding", "bar_embedding",
-        "gru_input", "gru_0", "dropout_0", "logits"]
+        "gru_input", "gru_0", "dropout_0", "logits", "copy_gate", "log_probs"]
     assert getattr(model, "optimizer", None) is None  # the folder keeps the weights, not the optimizer
     scorer = ModelScorer(model, folder.tokenizer, folder.model_config.lookback)
     scores = scorer.score(load_dataset(dataset).split("val")).report()
