@@ -248,12 +248,8 @@ class TrainConfig(_Config):
     # Transposition of training windows, in semitones (inclusive range).
     transpose_low: int = -5
     transpose_high: int = 6
-    # Share of training windows transposed (the rest keep their key): a collection
-    # already in many keys gains little from moving every window.
-    transpose_prob: float = 1.0
-    # "plateau": the learning rate is multiplied by plateau_factor after an epoch
-    # without improvement; "cosine": it rises over warmup_steps, then falls along a
-    # cosine to lr_floor x the rate at the last epoch of the budget.
+    transpose_prob: float = 1.0  # share of windows transposed; the rest keep their key
+    # "plateau": x plateau_factor after an epoch without improvement; "cosine": melody.training.schedule
     schedule: str = "plateau"
     plateau_factor: float = 0.5
     warmup_steps: int = 0
@@ -277,8 +273,7 @@ class TrainConfig(_Config):
         check_float("plateau_factor", self.plateau_factor, 0.0, 1.0, low_open=True)
         check_float("transpose_prob", self.transpose_prob, 0.0, 1.0)
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, "
-                             f"got {self.schedule!r}")
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         check_int("warmup_steps", self.warmup_steps, 0, MAX_STEPS_PER_EPOCH)
         check_float("lr_floor", self.lr_floor, 0.0, 1.0)
 

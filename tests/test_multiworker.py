@@ -125,7 +125,7 @@ def wait_for(path: Path, text: str, timeout: float) -> None:
 
 def test_a_killed_process_stops_the_run_with_one_line_and_resume_completes(dataset, tmp_path):
     out = tmp_path / "m"
-    started = start(tmp_path, out, "--data", dataset, "--epochs", 3, "--steps-per-epoch", 100)
+    started = start(tmp_path, out, "--data", dataset, "--epochs", 3, "--steps-per-epoch", 600)
     (_, err0), (victim, err1) = started
     wait_for(err1, "epoch 1:", RUN_TIMEOUT)  # killed in the middle of epoch 2
     time.sleep(1)
