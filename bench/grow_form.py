@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from melody.config import ModelConfig
 from melody.model import build_model, input_width
 from melody.modelfolder import ModelFolder, save_model_folder
+from melody.musicality.originality import ORIGINALITY_FILE
 
 SHUT = -8.0  # the copy gate's starting bias for each distance
 
@@ -40,7 +41,8 @@ def grown_config(old: ModelConfig) -> ModelConfig:
 
 
 def grow(parent: ModelFolder):
-    """The grown Keras model of ``parent`` (which has no form context)."""
+    """The grown Keras model of ``parent`` (which has no form context), its config and
+    the parent's weight count."""
     old_cfg = parent.model_config
     if old_cfg.lookback:
         raise SystemExit(f"{parent.path} already has form context")
@@ -63,7 +65,7 @@ def grow(parent: ModelFolder):
         bias[:] = SHUT
         bias[0] = 0.0
         gate.set_weights([np.zeros_like(kernel), bias])
-    return new, cfg
+    return new, cfg, old.count_params()
 
 
 def main(argv=None) -> None:
@@ -75,15 +77,14 @@ def main(argv=None) -> None:
     if out.exists():
         raise SystemExit(f"{out} exists; choose another folder")
     parent = ModelFolder(args.parent)
-    model, cfg = grow(parent)
+    model, cfg, old_params = grow(parent)
     config = dict(parent.config, model=cfg.to_dict())
     config["parent"] = {"folder": str(parent.path), "weights_digest": parent.weights_digest}
     save_model_folder(out, model, parent.tokenizer, config)
-    for extra in ("originality.npz",):
-        if (parent.path / extra).exists():
-            shutil.copy2(parent.path / extra, out / extra)
+    if (parent.path / ORIGINALITY_FILE).exists():
+        shutil.copy2(parent.path / ORIGINALITY_FILE, out / ORIGINALITY_FILE)
     print(f"grew {parent.path} into {out}: lookback {cfg.lookback}, copy gate {cfg.copy}, "
-          f"{model.count_params():,} weights (was {parent.keras_model().count_params():,})")
+          f"{model.count_params():,} weights (was {old_params:,})")
 
 
 if __name__ == "__main__":
