@@ -94,7 +94,7 @@ def tune_cpu_threads() -> bool:
     if backend_name() != "tensorflow":
         return False
     tf = tensorflow()
-    if tf.config.list_physical_devices("GPU"):
+    if has_gpu():
         return False
     try:
         cores = usable_cores()
@@ -103,6 +103,23 @@ def tune_cpu_threads() -> bool:
     except RuntimeError:  # TensorFlow is already running
         return False
     return True
+
+
+def has_gpu() -> bool:
+    """Whether Keras's backend has a GPU to run on (for JAX: after it has met its
+    processes, since asking starts its devices)."""
+    name = backend_name()
+    if name == "tensorflow":
+        return bool(tensorflow().config.list_physical_devices("GPU"))
+    if name == "jax":
+        import jax
+
+        return jax.default_backend() == "gpu"
+    if name == "torch":
+        import torch
+
+        return torch.cuda.is_available()
+    return False
 
 
 def backend_name() -> str:

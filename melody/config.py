@@ -4,9 +4,8 @@ The command line takes its defaults from here, the Python API its keyword
 arguments, and a model folder's ``config.json`` stores ``ModelConfig`` and
 ``TrainConfig`` so the model can be rebuilt. Each config checks its values
 when made (``ValueError`` naming the setting, the allowed range and the value)
-and refuses unknown keys when read back from a dict.
-
-No NumPy here: the command line reads these before it imports anything heavy.
+and refuses unknown keys when read back from a dict. No NumPy here: the command
+line reads these before it imports anything heavy.
 
 >>> cfg = ModelConfig(vocab_size=10, embedding=4, units=8, layers=1)
 >>> ModelConfig.from_dict(cfg.to_dict()) == cfg
@@ -31,15 +30,16 @@ SECTION_BARS = 4  # bars of each section of a form when no length is given
 PRETRAINED = "pretrained"  # train --from's name for the model shipped inside the package
 SMALL_COLLECTION = 50  # pieces below which prepare and train suggest fine-tuning
 FINE_TUNE_LEARNING_RATE = 5e-4  # train --from's learning rate unless one is given
+GPU_BATCH_SIZE = 64  # train's batch with a GPU unless one is given (TrainConfig's is the CPU's)
+MIN_WINDOWS = 3_200  # windows an epoch at the least (100 batches of 32) unless --steps-per-epoch
 MAX_SECTIONS = 16
 # The form context's place in the bar (steps, up to the longest bar, 4/2) and
 # bar count (modulo a phrase of 16 bars), each with one id for "none".
 MAX_BAR_STEPS, BAR_CYCLE = 96, 16
 CONTEXT_POSITIONS, CONTEXT_BARS = MAX_BAR_STEPS + 1, BAR_CYCLE + 1
 
-# Ceilings. Each protects the machine (memory, time, disk) or keeps a value
-# where the files that store it and the libraries that use it can hold it;
-# the flags' --help says them.
+# Ceilings. Each protects the machine (memory, time, disk) or keeps a value where
+# the files that store it and the libraries that use it can hold it; --help says them.
 MAX_FILE_BYTES = 32 * 2**20  # a music file read by prepare, render or --primer
 MAX_SEED = 2**32 - 1  # NumPy's legacy seeding (Keras's set_random_seed) takes 32 bits
 MIN_TEMPO, MAX_TEMPO = 10.0, 1000.0  # BPM; MIDI stores about 3.6 to 60,000,000
@@ -238,17 +238,17 @@ class TrainConfig(_Config):
 
     epochs: int = 20
     seq_len: int = 128
-    batch_size: int = 64
+    batch_size: int = 32  # on the CPU; with a GPU, GPU_BATCH_SIZE unless one is given
     learning_rate: float = 2e-3
     patience: int = 4
-    steps_per_epoch: int | None = None  # None: one pass over the training tokens, at least 50
+    steps_per_epoch: int | None = None  # None: a pass over the tokens, MIN_WINDOWS at least
     seed: int = 0
     strategy: str = "default"
     clipnorm: float = 1.0
     # Transposition of training windows, in semitones (inclusive range).
     transpose_low: int = -5
     transpose_high: int = 6
-    transpose_prob: float = 1.0  # share of windows transposed; the rest keep their key
+    transpose_prob: float = 0.25  # share of windows transposed; the rest keep their key
     # "plateau": x plateau_factor after an epoch without improvement; "cosine": melody.training.schedule
     schedule: str = "plateau"
     plateau_factor: float = 0.5
@@ -284,7 +284,7 @@ def training_bytes(model: "ModelConfig", train: "TrainConfig") -> int:
     layer keeps about 8 numbers per unit and token, the logits about 4 per token).
 
     >>> training_bytes(ModelConfig(vocab_size=364, lookback=()), TrainConfig()) // 2**20
-    227
+    122
     """
     width = model.embedding  # what the first GRU layer reads per token
     if model.lookback:

@@ -410,6 +410,22 @@ def test_transpose_prob_leaves_the_other_windows_in_their_key():
     assert all(tuple(row) in original for row in x)
 
 
+@pytest.mark.parametrize("gpu, given, expected", [
+    (False, None, 32), (True, None, 64), (True, 8, 8)])
+def test_the_default_batch_is_smaller_on_the_cpu_than_with_a_gpu(dataset, tmp_path, monkeypatch,
+                                                                  gpu, given, expected):
+    # per training token, batch 32 learns more than 64 on the CPU (bench/learning_curve.py);
+    # a GPU runs 64 windows a step as fast as 32, so there 64 learns more a minute
+    import melody.backend
+
+    monkeypatch.setattr(melody.backend, "has_gpu", lambda: gpu)
+    settings = {} if given is None else {"batch_size": given}
+    melody.train(str(dataset), str(tmp_path / "m"), units=8, embedding=4, layers=1, seq_len=16,
+                 epochs=1, steps_per_epoch=2, **settings)
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["train"]["batch_size"] == expected
+
+
 def test_cosine_schedule_warms_up_then_falls_whatever_the_scores(dataset, tmp_path):
     from melody.config import TrainConfig
     from melody.training.schedule import cosine_rate
@@ -584,11 +600,14 @@ def test_cpu_training_threads_run_ops_side_by_side_unless_the_user_chose(env, ex
 def test_an_epoch_of_a_small_collection_is_long_enough_to_learn_from(dataset, tmp_path):
     from melody.config import TrainConfig
     from melody.model import ModelConfig
-    from melody.training import MIN_STEPS, Trainer
+    from melody.training import MIN_WINDOWS, Trainer
 
     ds = load_dataset(dataset)
     model_cfg = ModelConfig(vocab_size=ds.tokenizer.vocab_size)
-    one_pass = -(-len(ds.split("train").tokens) // (64 * 32))
-    assert one_pass < MIN_STEPS  # a few batches cover it all
-    assert Trainer(ds, tmp_path, model_cfg, TrainConfig(seq_len=32)).steps == MIN_STEPS
+    batch = TrainConfig().batch_size
+    one_pass = -(-len(ds.split("train").tokens) // (batch * 32))
+    assert one_pass < MIN_WINDOWS // batch  # a few batches cover it all
+    assert Trainer(ds, tmp_path, model_cfg, TrainConfig(seq_len=32)).steps == MIN_WINDOWS // batch
+    assert Trainer(ds, tmp_path, model_cfg, TrainConfig(seq_len=32, batch_size=64)).steps == \
+        MIN_WINDOWS // 64  # the same windows an epoch, whatever the batch
     assert Trainer(ds, tmp_path, model_cfg, TrainConfig(seq_len=32, steps_per_epoch=3)).steps == 3

@@ -152,8 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default: {str(ModelConfig.reset_after).lower()})")
     p.add_argument("--seq-len", type=whole(1, c.MAX_SEQ_LEN), default=TrainConfig.seq_len,
                    help=f"tokens per training window, 1..{c.MAX_SEQ_LEN}")
-    p.add_argument("--batch-size", type=whole(1, c.MAX_BATCH_SIZE),
-                   default=TrainConfig.batch_size, help=f"windows per batch, 1..{c.MAX_BATCH_SIZE}")
+    p.add_argument("--batch-size", type=whole(1, c.MAX_BATCH_SIZE), default=unset,
+                   help=f"windows per batch, 1..{c.MAX_BATCH_SIZE} (default: "
+                        f"{TrainConfig.batch_size}, {c.GPU_BATCH_SIZE} with a GPU)")
     p.add_argument("--learning-rate", type=flags.number(0.0, c.MAX_LEARNING_RATE, low_open=True),
                    default=unset,
                    help=f"Adam learning rate, in (0, {c.MAX_LEARNING_RATE:g}] (default: "
@@ -163,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(each such epoch also halves the learning rate)")
     p.add_argument("--steps-per-epoch", type=whole(1, c.MAX_STEPS_PER_EPOCH), default=None,
                    help=f"batches per epoch, 1..{c.MAX_STEPS_PER_EPOCH} (default: one pass "
-                        "over the training tokens, at least 50)")
+                        f"over the training tokens, at least {c.MIN_WINDOWS:,} windows)")
     p.add_argument("--seed", type=flags.seed, default=TrainConfig.seed,
                    help=f"random seed, 0..{c.MAX_SEED}")
     p.add_argument("--resume", action="store_true",
@@ -293,12 +294,12 @@ def _train(args):
     from melody.training import summary_text, train
 
     given = {k: getattr(args, k) for k in ("units", "layers", "embedding", "dropout", "lookback",
-                                            "reset_after", "learning_rate") if hasattr(args, k)}
+                                            "reset_after", "learning_rate", "batch_size") if hasattr(args, k)}
     if "reset_after" in given:
         given["reset_after"] = given["reset_after"] == "true"
     result = train(args.data, args.out, resume=args.resume, parent=args.parent,
                    allow_data_change=args.allow_data_change,
-                   epochs=args.epochs, seq_len=args.seq_len, batch_size=args.batch_size,
+                   epochs=args.epochs, seq_len=args.seq_len,
                    patience=args.patience, steps_per_epoch=args.steps_per_epoch, seed=args.seed,
                    strategy=args.strategy, **given)
     return result, summary_text(result)

@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 from melody.training.run import summary_text, train
-from melody.training.trainer import MIN_STEPS, Trainer
+from melody.training.trainer import MIN_WINDOWS, Trainer
 from melody.training.windows import WindowSampler, transpose_tables
 
-__all__ = ["MIN_STEPS", "Trainer", "WindowSampler", "summary_text", "train", "transpose_tables"]
+__all__ = ["MIN_WINDOWS", "Trainer", "WindowSampler", "summary_text", "train", "transpose_tables"]

@@ -12,6 +12,7 @@ import numpy as np
 
 from melody.config import (
     FINE_TUNE_LEARNING_RATE,
+    GPU_BATCH_SIZE,
     MODELS,
     PRETRAINED,
     ModelConfig,
@@ -117,7 +118,7 @@ def train(data=None, out=None, *, resume: bool = False, parent=None,
 def _train(data, out, resume: bool, parent, allow_data_change: bool, settings: dict,
            cluster: Cluster | None = None, watcher: Watcher | None = None) -> dict:
     from melody import corpus
-    from melody.backend import tune_cpu_threads
+    from melody.backend import has_gpu, tune_cpu_threads
 
     unknown = sorted(set(settings) - set(MODEL_SETTINGS) - set(TRAIN_SETTINGS))
     if unknown:
@@ -158,13 +159,17 @@ def _train(data, out, resume: bool, parent, allow_data_change: bool, settings: d
                 sweep(folder, everything=True)
         check_out_folder(out, resume)
         tune_cpu_threads()  # before TensorFlow runs anything
-        if cluster is None:
-            trainer = Trainer(dataset, out, model_cfg, train_cfg, parent)
-        else:
+        if cluster is not None:
             join(cluster)  # every process has checked the folder before any writes to it
             watcher.say(f"melody train: error: {cluster.describe()} ended before the run did "
                         "(killed, or stopped by JAX when another process was lost); start every "
                         "process again with the same command and --resume")
+        if "batch_size" not in settings and has_gpu():  # asked after join: it starts JAX
+            train_cfg = dataclasses.replace(train_cfg, batch_size=GPU_BATCH_SIZE)
+            check_memory(model_cfg, train_cfg)
+        if cluster is None:
+            trainer = Trainer(dataset, out, model_cfg, train_cfg, parent)
+        else:
             trainer = MultiWorkerTrainer(dataset, out, model_cfg, train_cfg, parent, cluster)
         strategy = make_strategy(train_cfg.strategy, cluster.processes if cluster else 1)
         if resume:

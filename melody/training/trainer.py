@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from melody.config import SMALL_COLLECTION, ModelConfig, TrainConfig
+from melody.config import MIN_WINDOWS, SMALL_COLLECTION, ModelConfig, TrainConfig
 from melody.context import data_context
 from melody.data import Dataset
 from melody.errors import UsageError
@@ -42,8 +42,6 @@ from melody.training.logs import scalar_log
 from melody.training.schedule import schedule_callback
 from melody.training.stopping import StopRequest, stop_callback
 from melody.training.windows import WindowSampler, transpose_tables
-
-MIN_STEPS = 50  # batches per epoch at the least, unless --steps-per-epoch says otherwise
 
 
 def compiled_model(model_cfg: ModelConfig, train_cfg: TrainConfig):
@@ -129,13 +127,14 @@ class Trainer:
         if self.seq_len < 2:
             raise UsageError(f"dataset {dataset.folder} has too few training tokens "
                              f"({len(self.train_data.tokens)})")
-        # An epoch is one pass over the training tokens, but at least MIN_STEPS
-        # batches: a small collection (a few hundred tunes is one pass in a few
+        # An epoch is one pass over the training tokens, but at least MIN_WINDOWS
+        # windows: a small collection (a few hundred tunes is one pass in a few
         # batches) would otherwise stop far short of what it can learn. Random
         # windows and transposition keep the repeats varied; early stopping
         # keeps the best weights.
         self.steps = train_cfg.steps_per_epoch or max(
-            MIN_STEPS, -(-len(self.train_data.tokens) // (train_cfg.batch_size * self.seq_len))
+            -(-MIN_WINDOWS // train_cfg.batch_size),
+            -(-len(self.train_data.tokens) // (train_cfg.batch_size * self.seq_len))
         )
         context = None
         if model_cfg.lookback:  # computed once over whole pieces, so windows see before them
