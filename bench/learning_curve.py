@@ -1,20 +1,22 @@
 """Learning curves: held-out bits per note after every epoch, recipe against recipe.
 
-    python bench/learning_curve.py [--collections bach,oneills] [--epochs 8] [--steps 20]
-                                   [--variants default,plain,transpose-0.5,cosine,batch-32]
+    python bench/learning_curve.py [--collections bach,oneills] [--epochs 20]
+                                   [--variants default,plain,previous,transpose-all,...]
 
 Each collection bundled with music21 is prepared once and split as
 ``bench/finetune.py`` splits it (a fixed set of pieces held out). Every variant
 trains the default architecture on the same training pieces for the same
-number of training tokens (``--epochs`` x ``--steps`` batches of the default
-64 x 128 tokens; a variant with other batches takes as many steps as keep the
-tokens equal) and is scored on the same held-out pieces after every epoch.
-``plain`` is the baseline of issue 20: no transposition and a constant
-learning rate; ``default`` is ``melody train``'s recipe as it stands; the
-others are the default with one change. Early stopping is off (patience =
-epochs) so every curve runs to the end. Prints, per collection, the n-gram's
-bits per note and each variant's curve with the training minutes; asserts
-nothing. Finished runs under ``--work`` are read back, not trained again.
+number of training tokens (``--epochs`` epochs of ``--epoch-tokens``, by
+default what ``melody train`` gives a small collection: 3,200 windows of 128
+tokens; each variant takes as many batches as that is) and is scored on the
+same held-out pieces after every epoch. ``plain`` is the baseline of issue 20:
+batch 64, no transposition and a constant learning rate; ``default`` is
+``melody train``'s recipe as it stands; ``previous`` is the recipe before
+issue 20 (batch 64, every window transposed); the others are the default with
+one change. Early stopping is off (patience = epochs) so every curve runs to
+the end. Prints, per collection, the n-gram's bits per note and each variant's
+curve with the training minutes; asserts nothing. Finished runs under
+``--work`` are read back, not trained again.
 """
 
 from __future__ import annotations
@@ -29,37 +31,34 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import melody
 from finetune import COLLECTIONS, corpus_folder, subsets
-from melody.config import TrainConfig
+from melody.config import MIN_WINDOWS, TrainConfig
 from melody.data import load_dataset
 from melody.scoring import fit_baseline, score_ngram
 
 D = TrainConfig()
 VARIANTS = {
     "default": {},
-    "plain": {"transpose_low": 0, "transpose_high": 0, "plateau_factor": 1.0},
+    "plain": {"batch_size": 64, "transpose_low": 0, "transpose_high": 0, "plateau_factor": 1.0},
+    "previous": {"batch_size": 64, "transpose_prob": 1.0},
+    "transpose-all": {"transpose_prob": 1.0},
     "transpose-0.5": {"transpose_prob": 0.5},
     "transpose-0.25": {"transpose_prob": 0.25},
     "narrow": {"transpose_low": -2, "transpose_high": 2},
-    "cosine": {"schedule": "cosine", "warmup_steps": 20},
-    "batch-32": {"batch_size": 32},
+    "cosine": {"schedule": "cosine", "warmup_steps": 40},
+    "batch-64": {"batch_size": 64},
+    "batch-16": {"batch_size": 16},
     "lr-4e-3": {"learning_rate": 4e-3},
     "seq-64": {"seq_len": 64},
     "dropout-0.1": {"dropout": 0.1},
-    "batch-32+transpose-0.5": {"batch_size": 32, "transpose_prob": 0.5},
-    "batch-32+transpose-0.25": {"batch_size": 32, "transpose_prob": 0.25},
-    "batch-32+lr-3e-3": {"batch_size": 32, "learning_rate": 3e-3},
-    "batch-16": {"batch_size": 16},
+    "dropout-0.3": {"dropout": 0.3},
 }
 
 
-def settings(variant: dict, epochs: int, steps: int) -> dict:
-    """The variant's settings for a budget of ``epochs`` x ``steps`` default batches."""
-    tokens = steps * D.batch_size * D.seq_len
+def settings(variant: dict, epochs: int, epoch_tokens: int) -> dict:
+    """The variant's settings for ``epochs`` epochs of ``epoch_tokens`` training tokens."""
     per_step = variant.get("batch_size", D.batch_size) * variant.get("seq_len", D.seq_len)
-    run = dict(variant, epochs=epochs, patience=epochs, steps_per_epoch=max(1, round(tokens / per_step)))
-    if run.get("schedule") == "cosine":  # warm-up given in default steps: scale it too
-        run["warmup_steps"] = round(run["warmup_steps"] * D.batch_size * D.seq_len / per_step)
-    return run
+    return dict(variant, epochs=epochs, patience=epochs,
+                steps_per_epoch=max(1, round(epoch_tokens / per_step)))
 
 
 def curve(data: Path, out: Path, run: dict) -> list[tuple[float, float]]:
@@ -80,9 +79,10 @@ def curve(data: Path, out: Path, run: dict) -> list[tuple[float, float]]:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--collections", default="bach,oneills")
-    parser.add_argument("--variants", default="default,plain,transpose-0.5,cosine,batch-32")
-    parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=20, help="default batches per epoch")
+    parser.add_argument("--variants", default="default,plain,previous")
+    parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    parser.add_argument("--epoch-tokens", type=int, default=MIN_WINDOWS * D.seq_len,
+                        help="training tokens per epoch")
     parser.add_argument("--work", type=Path, default=Path("models/bench-curve"))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -96,7 +96,7 @@ def main(argv=None) -> None:
         dataset = load_dataset(data)
         lm, order, _ = fit_baseline(dataset.split("train"), dataset.tokenizer.vocab_size)
         ngram = score_ngram(lm, order, dataset.split("val"), dataset.tokenizer).report()["bits_per_note"]
-        tokens = args.epochs * args.steps * D.batch_size * D.seq_len
+        tokens = args.epochs * args.epoch_tokens
         print(f"\n{name}: {size} training pieces ({len(dataset.split('train').tokens):,} tokens), "
               f"{held_out} held out; {tokens:,} training tokens per variant; "
               f"Kneser-Ney {order}-gram {ngram:.3f} bits/note", flush=True)
@@ -104,7 +104,7 @@ def main(argv=None) -> None:
               + f"{'min':>7}{'/n-gram':>9}")
         for variant in args.variants.split(","):
             points = curve(data, args.work / f"{name}-{variant}",
-                           settings(VARIANTS[variant], args.epochs, args.steps))
+                           settings(VARIANTS[variant], args.epochs, args.epoch_tokens))
             best = min(b for _, b in points)
             print(f"{variant:<24}" + "".join(f"{b:>8.3f}" for _, b in points)
                   + f"{points[-1][0]:>7.1f}{best / ngram:>9.3f}", flush=True)

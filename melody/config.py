@@ -245,10 +245,9 @@ class TrainConfig(_Config):
     seed: int = 0
     strategy: str = "default"
     clipnorm: float = 1.0
-    # Transposition of training windows, in semitones (inclusive range).
-    transpose_low: int = -5
+    transpose_low: int = -5  # training windows' transposition, semitones (inclusive range)
     transpose_high: int = 6
-    transpose_prob: float = 0.25  # share of windows transposed; the rest keep their key
+    transpose_prob: float | None = None  # windows transposed; None: windows.transpose_share
     # "plateau": x plateau_factor after an epoch without improvement; "cosine": melody.training.schedule
     schedule: str = "plateau"
     plateau_factor: float = 0.5
@@ -271,7 +270,8 @@ class TrainConfig(_Config):
         check_int("transpose_low", self.transpose_low, -12, 0)
         check_int("transpose_high", self.transpose_high, 0, 12)
         check_float("plateau_factor", self.plateau_factor, 0.0, 1.0, low_open=True)
-        check_float("transpose_prob", self.transpose_prob, 0.0, 1.0)
+        if self.transpose_prob is not None:
+            check_float("transpose_prob", self.transpose_prob, 0.0, 1.0)
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         check_int("warmup_steps", self.warmup_steps, 0, MAX_STEPS_PER_EPOCH)

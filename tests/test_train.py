@@ -426,6 +426,27 @@ def test_the_default_batch_is_smaller_on_the_cpu_than_with_a_gpu(dataset, tmp_pa
     assert config["train"]["batch_size"] == expected
 
 
+def test_a_small_collection_gets_every_window_transposed_a_large_one_a_quarter(dataset, tmp_path):
+    from melody.config import TrainConfig
+    from melody.model import ModelConfig
+    from melody.training import Trainer
+
+    ds = load_dataset(dataset)
+    model_cfg = ModelConfig(vocab_size=ds.tokenizer.vocab_size)
+    tokens = len(ds.split("train").tokens)
+
+    def share(**settings):
+        trainer = Trainer(ds, tmp_path, model_cfg, TrainConfig(seq_len=32, **settings))
+        assert trainer.sampler.transpose_prob == trainer.cfg.transpose_prob  # and saved so
+        return trainer.cfg.transpose_prob
+
+    assert share() == 1.0  # 3,200 windows an epoch pass over these few tunes many times
+    assert share(steps_per_epoch=1, batch_size=1) == 0.25  # an epoch sees a sliver of them
+    windows = round(2 * tokens / 32)  # two passes an epoch: half the windows
+    assert share(steps_per_epoch=windows, batch_size=1) == pytest.approx(0.5, abs=0.01)
+    assert share(transpose_prob=0.1) == 0.1  # as given
+
+
 def test_cosine_schedule_warms_up_then_falls_whatever_the_scores(dataset, tmp_path):
     from melody.config import TrainConfig
     from melody.training.schedule import cosine_rate

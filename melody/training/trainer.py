@@ -41,7 +41,7 @@ from melody.training.checkpoints import (
 from melody.training.logs import scalar_log
 from melody.training.schedule import schedule_callback
 from melody.training.stopping import StopRequest, stop_callback
-from melody.training.windows import WindowSampler, transpose_tables
+from melody.training.windows import WindowSampler, transpose_share, transpose_tables
 
 
 def compiled_model(model_cfg: ModelConfig, train_cfg: TrainConfig):
@@ -136,6 +136,10 @@ class Trainer:
             -(-MIN_WINDOWS // train_cfg.batch_size),
             -(-len(self.train_data.tokens) // (train_cfg.batch_size * self.seq_len))
         )
+        if train_cfg.transpose_prob is None:  # by how often an epoch sees each token
+            passes = self.steps * train_cfg.batch_size * self.seq_len / len(self.train_data.tokens)
+            train_cfg = self.cfg = dataclasses.replace(train_cfg,
+                                                       transpose_prob=transpose_share(passes))
         context = None
         if model_cfg.lookback:  # computed once over whole pieces, so windows see before them
             context = data_context(self.train_data, self.tokenizer, model_cfg.lookback)

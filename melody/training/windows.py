@@ -88,3 +88,16 @@ def transpose_tables(tokenizer, cfg: TrainConfig) -> np.ndarray:
     return np.stack([
         tokenizer.transpose_table(s) for s in range(cfg.transpose_low, cfg.transpose_high + 1)
     ])
+
+
+def transpose_share(passes: float) -> float:
+    """The share of windows transposed when an epoch passes ``passes`` times over the
+    training tokens: a quarter at one pass or less (a collection of a few thousand
+    tunes is in many keys already, and each window in its own key teaches more), all
+    of them from four passes (a small collection seen again and again learns more
+    from new keys than from the same windows), and between, in proportion.
+
+    >>> transpose_share(1.0), transpose_share(2.0), transpose_share(9.0)
+    (0.25, 0.5, 1.0)
+    """
+    return min(1.0, max(0.25, passes / 4))
