@@ -294,7 +294,8 @@ def _train(args):
     from melody.training import summary_text, train
 
     given = {k: getattr(args, k) for k in ("units", "layers", "embedding", "dropout", "lookback",
-                                            "reset_after", "learning_rate", "batch_size") if hasattr(args, k)}
+                                            "reset_after", "learning_rate", "batch_size")
+             if hasattr(args, k)}
     if "reset_after" in given:
         given["reset_after"] = given["reset_after"] == "true"
     result = train(args.data, args.out, resume=args.resume, parent=args.parent,
