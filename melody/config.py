@@ -29,12 +29,12 @@ EVALUATE_SAMPLES = 100  # melodies generated for the musicality statistics
 SECTION_BARS = 4  # bars of each section of a form when no length is given
 PRETRAINED = "pretrained"  # train --from's name for the model shipped inside the package
 SMALL_COLLECTION = 50  # pieces below which prepare and train suggest fine-tuning
-FINE_TUNE_LEARNING_RATE = 5e-4  # train --from's learning rate unless one is given
+FINE_TUNE_LEARNING_RATE = 3e-4  # train --from's learning rate unless one is given
 GPU_BATCH_SIZE = 64  # train's batch with a GPU unless one is given (TrainConfig's is the CPU's)
-MIN_WINDOWS = 3_200  # windows an epoch at the least (100 batches of 32) unless --steps-per-epoch
+# An epoch's windows at the least unless --steps-per-epoch; with --from fewer, to stop in time
+MIN_WINDOWS, FINE_TUNE_WINDOWS = 3_200, 320  # 100 and 10 batches of 32
 MAX_SECTIONS = 16
-# The form context's place in the bar (steps, up to the longest bar, 4/2) and
-# bar count (modulo a phrase of 16 bars), each with one id for "none".
+# Form context: place in the bar (steps, to 4/2's end), bar count (mod 16), each + "none".
 MAX_BAR_STEPS, BAR_CYCLE = 96, 16
 CONTEXT_POSITIONS, CONTEXT_BARS = MAX_BAR_STEPS + 1, BAR_CYCLE + 1
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from conftest import TINY, make_dataset, run_cli, tiny_model
 
+from melody.config import FINE_TUNE_LEARNING_RATE, FINE_TUNE_WINDOWS, MIN_WINDOWS, TrainConfig
 from melody.data import load_dataset
 from melody.modelfolder import ModelFolder
 from melody.scoring import ModelScorer
@@ -59,7 +60,20 @@ def test_the_architecture_and_tokenizer_are_kept_and_the_parent_named(tuned, par
     assert child.tokenizer == mother.tokenizer
     config = json.loads((out / "config.json").read_text())
     assert config["parent"] == {"folder": str(parent), "weights_digest": mother.weights_digest}
-    assert config["train"]["learning_rate"] == 5e-4  # the fine-tuning default
+    assert config["train"]["learning_rate"] == FINE_TUNE_LEARNING_RATE  # lower than from scratch
+    assert FINE_TUNE_LEARNING_RATE < TrainConfig().learning_rate
+
+
+def test_fine_tuning_epochs_are_shorter_so_early_stopping_can_catch_it(parent, mine, tmp_path):
+    # a model that already knows music overfits 30 tunes within an epoch of 3,200 windows
+    from melody.training import Trainer
+
+    ds, folder = load_dataset(mine), ModelFolder(parent)
+    cfg = TrainConfig(seq_len=32)
+    tuned = Trainer(ds, tmp_path, folder.model_config, cfg, folder)
+    scratch = Trainer(ds, tmp_path, folder.model_config, cfg)
+    assert tuned.steps == FINE_TUNE_WINDOWS // cfg.batch_size < scratch.steps == MIN_WINDOWS // 32
+    assert tuned.cfg.transpose_prob == scratch.cfg.transpose_prob == 1.0  # as much transposed
 
 
 def test_the_parent_folder_is_never_modified(tuned, parent):

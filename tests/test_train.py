@@ -426,7 +426,9 @@ def test_the_default_batch_is_smaller_on_the_cpu_than_with_a_gpu(dataset, tmp_pa
     assert config["train"]["batch_size"] == expected
 
 
-def test_a_small_collection_gets_every_window_transposed_a_large_one_a_quarter(dataset, tmp_path):
+def test_a_small_collection_gets_every_window_transposed_a_large_one_a_quarter(dataset, tmp_path,
+                                                                                monkeypatch):
+    import melody.training.trainer as trainer_module
     from melody.config import TrainConfig
     from melody.model import ModelConfig
     from melody.training import Trainer
@@ -441,10 +443,13 @@ def test_a_small_collection_gets_every_window_transposed_a_large_one_a_quarter(d
         return trainer.cfg.transpose_prob
 
     assert share() == 1.0  # 3,200 windows an epoch pass over these few tunes many times
-    assert share(steps_per_epoch=1, batch_size=1) == 0.25  # an epoch sees a sliver of them
-    windows = round(2 * tokens / 32)  # two passes an epoch: half the windows
-    assert share(steps_per_epoch=windows, batch_size=1) == pytest.approx(0.5, abs=0.01)
+    assert share(steps_per_epoch=1) == 1.0  # the collection's size decides, not the epoch's
     assert share(transpose_prob=0.1) == 0.1  # as given
+    # as if the default epoch were shorter: the same tunes are then a larger collection
+    monkeypatch.setattr(trainer_module, "MIN_WINDOWS", 1)
+    assert share() == 0.25  # an epoch sees a sliver of them
+    monkeypatch.setattr(trainer_module, "MIN_WINDOWS", round(2 * tokens / 32))
+    assert share() == pytest.approx(0.5, abs=0.01)  # two passes: half the windows
 
 
 def test_cosine_schedule_warms_up_then_falls_whatever_the_scores(dataset, tmp_path):

@@ -156,15 +156,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"windows per batch, 1..{c.MAX_BATCH_SIZE} (default: "
                         f"{TrainConfig.batch_size}, {c.GPU_BATCH_SIZE} with a GPU)")
     p.add_argument("--learning-rate", type=flags.number(0.0, c.MAX_LEARNING_RATE, low_open=True),
-                   default=unset,
-                   help=f"Adam learning rate, in (0, {c.MAX_LEARNING_RATE:g}] (default: "
-                        f"{TrainConfig.learning_rate:g}, {FINE_TUNE_LEARNING_RATE:g} with --from)")
+                   default=unset, help=f"Adam learning rate, in (0, {c.MAX_LEARNING_RATE:g}] "
+                   f"(default: {TrainConfig.learning_rate:g}, {FINE_TUNE_LEARNING_RATE:g} with --from)")
     p.add_argument("--patience", type=whole(1, c.MAX_EPOCHS), default=TrainConfig.patience,
                    help="epochs without validation improvement before stopping "
                         "(each such epoch also halves the learning rate)")
     p.add_argument("--steps-per-epoch", type=whole(1, c.MAX_STEPS_PER_EPOCH), default=None,
                    help=f"batches per epoch, 1..{c.MAX_STEPS_PER_EPOCH} (default: one pass "
-                        f"over the training tokens, at least {c.MIN_WINDOWS:,} windows)")
+                        f"over the training tokens, at least {c.MIN_WINDOWS:,} windows, "
+                        f"{c.FINE_TUNE_WINDOWS} with --from)")
     p.add_argument("--seed", type=flags.seed, default=TrainConfig.seed,
                    help=f"random seed, 0..{c.MAX_SEED}")
     p.add_argument("--resume", action="store_true",

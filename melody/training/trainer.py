@@ -28,7 +28,13 @@ from pathlib import Path
 
 import numpy as np
 
-from melody.config import MIN_WINDOWS, SMALL_COLLECTION, ModelConfig, TrainConfig
+from melody.config import (
+    FINE_TUNE_WINDOWS,
+    MIN_WINDOWS,
+    SMALL_COLLECTION,
+    ModelConfig,
+    TrainConfig,
+)
 from melody.context import data_context
 from melody.data import Dataset
 from melody.errors import UsageError
@@ -131,15 +137,15 @@ class Trainer:
         # windows: a small collection (a few hundred tunes is one pass in a few
         # batches) would otherwise stop far short of what it can learn. Random
         # windows and transposition keep the repeats varied; early stopping
-        # keeps the best weights.
+        # keeps the best weights. A fine-tuned model starts close to where it
+        # will end: its epochs are shorter, so validation sees it more often.
+        least = MIN_WINDOWS if parent is None else FINE_TUNE_WINDOWS
+        tokens = len(self.train_data.tokens)
         self.steps = train_cfg.steps_per_epoch or max(
-            -(-MIN_WINDOWS // train_cfg.batch_size),
-            -(-len(self.train_data.tokens) // (train_cfg.batch_size * self.seq_len))
-        )
-        if train_cfg.transpose_prob is None:  # by how often an epoch sees each token
-            passes = self.steps * train_cfg.batch_size * self.seq_len / len(self.train_data.tokens)
-            train_cfg = self.cfg = dataclasses.replace(train_cfg,
-                                                       transpose_prob=transpose_share(passes))
+            -(-least // train_cfg.batch_size), -(-tokens // (train_cfg.batch_size * self.seq_len)))
+        if train_cfg.transpose_prob is None:  # by how often a default epoch sees each token
+            share = transpose_share(MIN_WINDOWS * self.seq_len / tokens)
+            train_cfg = self.cfg = dataclasses.replace(train_cfg, transpose_prob=share)
         context = None
         if model_cfg.lookback:  # computed once over whole pieces, so windows see before them
             context = data_context(self.train_data, self.tokenizer, model_cfg.lookback)

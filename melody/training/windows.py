@@ -91,11 +91,13 @@ def transpose_tables(tokenizer, cfg: TrainConfig) -> np.ndarray:
 
 
 def transpose_share(passes: float) -> float:
-    """The share of windows transposed when an epoch passes ``passes`` times over the
-    training tokens: a quarter at one pass or less (a collection of a few thousand
-    tunes is in many keys already, and each window in its own key teaches more), all
-    of them from four passes (a small collection seen again and again learns more
-    from new keys than from the same windows), and between, in proportion.
+    """The share of windows transposed when the default epoch (``MIN_WINDOWS``
+    windows) passes ``passes`` times over the training tokens: a quarter at one
+    pass or less (a collection of a thousand tunes or more is in many keys already,
+    and each window in its own key teaches more), all of them from four passes (a
+    small collection seen again and again learns more from new keys than from the
+    same windows), and between, in proportion. The measure is the default epoch's
+    and not the run's, so that fine-tuning's shorter epochs transpose as much.
 
     >>> transpose_share(1.0), transpose_share(2.0), transpose_share(9.0)
     (0.25, 0.5, 1.0)
