@@ -61,11 +61,24 @@ def settings(variant: dict, epochs: int, epoch_tokens: int) -> dict:
                 steps_per_epoch=max(1, round(epoch_tokens / per_step)))
 
 
+def check_settings(out: Path, config: dict, run: dict) -> None:
+    """A run read back must be the variant's: defaults change, folder names do not."""
+    train = {k: v for k, v in run.items() if k in TrainConfig.__dataclass_fields__}
+    want = dict(TrainConfig(**train).to_dict(), **{k: v for k, v in run.items() if k not in train})
+    saved = dict(config["train"], **config["model"])
+    for key, value in want.items():
+        if (value is not None or key in run) and key not in ("seq_len", "seed") \
+                and saved.get(key) != value:
+            sys.exit(f"{out} was trained with {key} {saved.get(key)!r}, not {value!r}: "
+                     "remove it or give another --work")
+
+
 def curve(data: Path, out: Path, run: dict) -> list[tuple[float, float]]:
     """(training minutes so far, held-out bits per note) after each epoch."""
     if not (out / "config.json").is_file():
         melody.train(str(data), str(out), **run)
     config = json.loads((out / "config.json").read_text())
+    check_settings(out, config, run)
     steps, batch = run["steps_per_epoch"], run.get("batch_size", D.batch_size)
     seq = run.get("seq_len", D.seq_len)
     points = []
