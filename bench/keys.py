@@ -25,15 +25,8 @@ from melody.sample import SampleConfig, sample
 KEYS = ["C", "G", "D", "A", "E", "F", "Bb", "Eb", "Am", "Em", "Bm", "F#m", "Dm", "Gm", "Cm", "Fm"]
 
 
-def heard_key(melody):
-    import music21
-
-    stream = music21.stream.Stream()
-    for p, on, d in zip(melody.pitches, melody.onsets, melody.durations):
-        note = music21.note.Note(int(p))
-        note.quarterLength = int(d) / 12
-        stream.insert(int(on) / 12, note)
-    found = stream.analyze("key")
+def heard_key(melody) -> Key:
+    found = melody.to_music21().analyze("key")
     return Key(found.tonic.pitchClass, found.mode)
 
 
