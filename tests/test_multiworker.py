@@ -111,7 +111,9 @@ def test_two_processes_train_one_model(dataset, tmp_path):
     code, generated, err = run_cli("generate", "--model", out, "-n", 1, "--notes", 8,
                                    "--out", tmp_path / "gen", "--json")
     assert code == 0, err
-    assert generated["files"][0]["notes"] == 8
+    # at most 8 notes: a melody may end by itself before --notes (README)
+    assert 1 <= generated["files"][0]["notes"] <= 8
+    assert Path(generated["files"][0]["midi"]).stat().st_size > 0
 
 
 def wait_for(path: Path, text: str, timeout: float) -> None:
@@ -134,6 +136,10 @@ def test_a_killed_process_stops_the_run_with_one_line_and_resume_completes(datas
     (code0, _, text0), (code1, _, text1) = finish(started)
     assert time.monotonic() - killed_at < 30  # the survivor did not hang
     assert code0 != 0 and code1 == -signal.SIGKILL
+    # each process's watcher outlives it by a moment to print the line: wait for it
+    for _, err in started:
+        wait_for(err, "--resume", 30)
+    text0, text1 = (err.read_text() for _, err in started)
     for text in (text0, text1):  # one line each, no native log, saying what to do next
         errors = [line for line in text.splitlines() if "error" in line.lower()]
         assert len(errors) == 1 and "--resume" in errors[0], text
