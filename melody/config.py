@@ -19,9 +19,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-DATASETS = Path("datasets")  # where prepared datasets go unless --out says otherwise
-MODELS = Path("models")
-GENERATED = Path("generated")
+DATASETS, MODELS, GENERATED = Path("datasets"), Path("models"), Path("generated")  # defaults
 DEFAULT_TEMPO = 120.0  # BPM of generated melodies without --tempo or a primer
 DEFAULT_PROGRAM = 0  # General MIDI program (piano)
 DEFAULT_NOTES = 64  # length of a generated melody without --notes or --bars
@@ -36,6 +34,7 @@ MIN_WINDOWS, FINE_TUNE_WINDOWS = 3_200, 320  # 100 and 10 batches of 32
 MAX_SECTIONS = 16
 # Form context: place in the bar (steps, to 4/2's end), bar count (mod 16), each + "none".
 MAX_BAR_STEPS, BAR_CYCLE = 96, 16
+FORM_PRIOR = 10_000  # pieces whose forms a model folder keeps, at most
 CONTEXT_POSITIONS, CONTEXT_BARS = MAX_BAR_STEPS + 1, BAR_CYCLE + 1
 
 # Ceilings. Each protects the machine (memory, time, disk) or keeps a value where
@@ -51,9 +50,8 @@ MAX_BATCH_BARS = 25_000  # melodies x bars per call
 MAX_NAME_BYTES = 120  # a --name stem in UTF-8: room for "-1000.musicxml" and a temporary tag
 MAX_WAV_SECONDS = 600.0  # longest WAV made (44.1 kHz stereo, 106 MB; synthesis takes 3 GB)
 MAX_SAMPLES = MAX_MELODIES  # evaluate --samples
-MAX_EPOCHS = 10_000
+MAX_EPOCHS, MAX_LAYERS = 10_000, 16
 MAX_WIDTH = 4096  # --units, --embedding
-MAX_LAYERS = 16
 MAX_PARAMS = 50_000_000  # weights of one model (200 MB as float32)
 MAX_SEQ_LEN = 8192
 MAX_BATCH_SIZE = 8192
@@ -340,9 +338,10 @@ class SampleConfig(_Config):
     key_balance: float = 10.0
     lowest: int | None = None
     highest: int | None = None
-    # Sections such as "AABB": a repeated letter brings its section back; None: the
-    # model's own sense of form decides.
+    # Sections such as "AABB": a repeated letter brings its section back; None: each
+    # melody follows a form of the model's collection, unless free_form (the network's own).
     form: str | None = None
+    free_form: bool = False
 
     def __post_init__(self):
         check_int("n", self.n, 1, MAX_MELODIES)

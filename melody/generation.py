@@ -89,6 +89,8 @@ def _bar(n: int, what: str):
 
 def _sidecar(folder: ModelFolder, batch: Batch, arguments: dict, index: int, tokens,
              melody: Melody) -> dict:
+    from melody.musicality.form import bar_plan, plan_letters
+
     primer = batch.primer
     resolved = {"notes": arguments.get("notes") if arguments.get("notes") or arguments.get("bars")
                 else DEFAULT_NOTES, "tempo": batch.tempo, "program": batch.program}
@@ -104,6 +106,8 @@ def _sidecar(folder: ModelFolder, batch: Batch, arguments: dict, index: int, tok
         "lead_in_seconds": round(melody.seconds(melody.lead_in_steps), 6),
         "key": melody.key.name if melody.key else None,
         "time_signature": "%d/%d" % melody.time_signature if melody.time_signature else None,
+        # Per bar from the first downbeat: a letter, the same for a bar heard before.
+        "form": plan_letters(bar_plan(melody)) or None,
         "primer": None if primer is None else {
             "file": primer.file, "notes": primer.melody.n_notes, "steps": primer.steps,
             "seconds": round(melody.seconds(primer.steps), 6)},

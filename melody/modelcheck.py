@@ -75,8 +75,8 @@ def short(value) -> str:
 
 # -- config.json -------------------------------------------------------------------------
 def check_config_fields(path: Path, config: dict) -> None:
-    """The fields of config.json other than "model" and "key_prior" (checked by their
-    readers): each of its type, numbers finite."""
+    """The fields of config.json other than "model", "key_prior" and "form_prior"
+    (checked by their readers): each of its type, numbers finite."""
     def fail(key, wanted, value):
         raise ModelFolderError(f"{path}: {key!r} must be {wanted}, got {short(value)}")
 

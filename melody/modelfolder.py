@@ -4,7 +4,8 @@ A model folder holds ``model.keras`` (Keras 3 native format), ``tokenizer.json``
 and ``config.json``; that is all that ``generate`` and ``evaluate`` need.
 ``config.json``: {"model": ModelConfig, "train": arguments, "data": {"folder",
 "digest"}, "history": [...], "metrics": {...}, "key_prior": {KEY token: share},
-"weights_digest": sha256 of model.keras}.
+"form_prior": ["notes bar plan", ...] (the training pieces' forms), "weights_digest":
+sha256 of model.keras}.
 
 Every path that uses a model (generate, evaluate, the musicality report,
 ``train --resume``) opens it as a ``ModelFolder``. Opening reads each file
@@ -36,6 +37,8 @@ import numpy as np
 from melody.config import (
     DEFAULT_PROGRAM,
     DEFAULT_TEMPO,
+    FORM_PRIOR,
+    MAX_BARS,
     MAX_SEED,
     MAX_TEMPO,
     MIN_TEMPO,
@@ -59,6 +62,7 @@ from melody.modelcheck import (
 )
 from melody.notes import Melody
 from melody.sample import NumpyGRU, Primer, key_prior, read_primer, sample
+from melody.sample.form import read_forms
 from melody.sample.weights import read_network
 from melody.tokenizer import MAX_TOKENIZER_BYTES, Tokenizer
 
@@ -69,7 +73,7 @@ TOKENIZER_FILE = "tokenizer.json"
 MODEL_FOLDER_FILES = (MODEL_FILE, CONFIG_FILE, TOKENIZER_FILE, "originality.npz")
 # What config.json may hold; the first three generate and evaluate read.
 CONFIG_KEYS = ("model", "key_prior", "data", "train", "history", "metrics", "weights_digest",
-               "evaluation", "trained_on", "parent")
+               "evaluation", "trained_on", "parent", "form_prior")
 
 
 def shipped_folder() -> Path:
@@ -107,6 +111,7 @@ class ModelFolder:
         self.model_config = self._read_model_config()
         self.tokenizer = self._read_tokenizer()
         self.key_prior = self._read_key_prior()
+        self.form_prior = self._read_form_prior()
         self.layers = read_architecture(self.path / MODEL_FILE, self.model_config)
 
     def __repr__(self) -> str:
@@ -180,6 +185,23 @@ class ModelFolder:
                                    "shares of one collection add up to at most 1")
         return key_prior(self.config, self.tokenizer)
 
+    def _read_form_prior(self) -> list | None:
+        """The forms of the training pieces (``melody.sample.form.read_forms``), or None
+        in folders made before them."""
+        prior = self.config.get("form_prior")
+        if prior is None:
+            return None
+        where = f"{self.path / CONFIG_FILE}: 'form_prior'"
+        if not isinstance(prior, list) or len(prior) > FORM_PRIOR:
+            raise ModelFolderError(f"{where} must be a list of at most {FORM_PRIOR} forms")
+        try:
+            forms = read_forms(prior)
+        except ValueError as e:
+            raise ModelFolderError(f"{where}: {e}")
+        if any(len(plan) > MAX_BARS for _, plan in forms):
+            raise ModelFolderError(f"{where}: a form is longer than {MAX_BARS} bars")
+        return forms
+
     # -- the network -------------------------------------------------------------------
     @functools.cached_property
     def network(self) -> NumpyGRU:
@@ -246,7 +268,7 @@ class ModelFolder:
         try:
             sequences = sample(self.network, self.tokenizer, config,
                                None if primer is None else primer.tokens, key_logp=self.key_prior,
-                               on_finished=on_finished)
+                               on_finished=on_finished, form_prior=self.form_prior)
         except ValueError as e:
             raise UsageError(str(e))
         tempo = tempo or (primer.melody.tempo if primer else DEFAULT_TEMPO)

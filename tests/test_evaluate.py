@@ -307,17 +307,20 @@ def test_same_seed_same_statistics(with_samples, model, dataset):
     assert "png" not in again
 
 
-def test_sampled_melodies_are_cut_to_their_drawn_lengths(model):
+def test_sampled_melodies_are_as_long_as_their_drawn_pieces(model):
     from melody.modelfolder import ModelFolder
     from melody.musicality import sample_melodies
+    from melody.musicality.form import bar_plan
 
-    caps = np.array([2, 5, 9, 30])
-    melodies, cut = sample_melodies(ModelFolder(model[0]), caps, seed=0)
+    notes, bars = np.array([2, 5, 9, 30, 8]), np.array([0, 0, 0, 3, 2])  # 0: no meter
+    melodies, cut = sample_melodies(ModelFolder(model[0]), notes, bars, seed=0)
     counts = [m.n_notes for m in melodies]
-    assert all(1 <= n <= cap for n, cap in zip(counts, caps))
-    # a cut melody has exactly its cap's notes (one may also end there by itself)
-    assert cut <= np.mean([n == cap for n, cap in zip(counts, caps)])
-    for m in melodies:  # a cut melody is still a melody: notes in order, never overlapping
+    assert all(1 <= n <= cap for n, cap in zip(counts[:3], notes))  # as many notes at most
+    for m, b in zip(melodies[3:], bars[3:]):  # as many bars, with a meter, ending on its line
+        assert m.time_signature is not None and 1 <= len(bar_plan(m)) <= b
+    # a melody stopped at its notes has exactly that many (one may also end there by itself)
+    assert cut * len(notes) <= sum(n == cap for n, cap in zip(counts[:3], notes))
+    for m in melodies:  # still a melody: notes in order, never overlapping
         assert (np.diff(m.onsets) >= m.durations[:-1]).all()
 
 

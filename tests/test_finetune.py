@@ -86,6 +86,12 @@ def test_key_prior_and_originality_come_from_the_new_collection(tuned, mine):
     train = load_dataset(mine).split("train")
     keys = {ModelFolder(out).tokenizer.names[int(train.piece(i)[1])] for i in range(len(train))}
     assert set(config["key_prior"]) == keys
+    from melody.musicality.form import bar_plan
+    from melody.sample.form import read_forms
+
+    tunes = [ModelFolder(out).tokenizer.decode(p) for p in train.pieces()]
+    forms = [(m.n_notes, tuple(plan)) for m in tunes if (plan := bar_plan(m))]
+    assert forms and read_forms(config["form_prior"]) == forms  # theirs, not the parent's
     from melody.musicality import load_originality
 
     index = load_originality(out / "originality.npz")

@@ -159,10 +159,9 @@ def test_a_model_folder_from_before_form_context_still_generates(tmp_path):
 
 
 def test_a_new_section_is_steered_away_from_the_earlier_pitches():
-    from melody.config import SampleConfig
-    from melody.sample.form import NOVELTY, Form
+    from melody.sample.form import NOVELTY, Form, section_plan
 
-    form = Form(TOK, SampleConfig(n=1, form="AB", bars=4), batch=1)
+    form = Form(TOK, [section_plan("AB", 4)])
     first_section = tokens_of(PHRASE)[:-2]  # two bars, without the final bar line and EOS
     for t in first_section:
         form.update([t])
@@ -171,3 +170,123 @@ def test_a_new_section_is_steered_away_from_the_earlier_pitches():
     _, bias = form.steer(np.array([0]), allowed, None)
     assert bias[0, TOK.pitch_id(60)] == -NOVELTY  # A's first pitch, at this place in A
     assert np.count_nonzero(bias) == 1
+
+
+# -- forms drawn from the collection ------------------------------------------------------------
+def test_a_bar_plan_names_the_earlier_bar_each_bar_repeats():
+    from melody.musicality.form import bar_plan, plan_letters
+
+    def tune(pitches, time_signature=(4, 4)):
+        return Melody(pitches, np.arange(len(pitches)) * 12, [12] * len(pitches),
+                      time_signature=time_signature)
+
+    def letters(melody):
+        return plan_letters(bar_plan(melody))
+
+    new = (-1, 0, 0)
+    assert bar_plan(tune(PHRASE * 2)) == [new, new, (0, 0, 0), (1, 0, 0)]  # AB, then AB again
+    up = [p + 2 for p in PHRASE[:4]]
+    assert letters(tune(PHRASE[:4] + up + PHRASE[:4] + [72, 71, 69, 67])) == "AaAB"
+    assert bar_plan(tune(PHRASE[:4] + up))[1] == (0, 2, 0)  # a step higher
+    varied = tune(PHRASE[:4] + PHRASE[:3] + [72] + PHRASE[:1] + [72, 71, 69])
+    assert bar_plan(varied) == [new, (0, 0, 36), new]  # 3 notes alike: the start comes back
+    pickup = Melody([55] + PHRASE * 2, [0] + list(range(12, 16 * 12 + 12, 12)), [12] * 17,
+                    bar_phase=12)
+    assert letters(pickup) == "ABAB"  # the pickup is not a bar
+    assert letters(tune(PHRASE * 2, time_signature=(2, 4))) == "ABCcABCc"  # 2/4: 2-beat bars
+    assert bar_plan(tune(PHRASE * 2, time_signature=None)) == []  # no meter, no bars
+    rest = Melody(PHRASE[:4] * 2, list(range(0, 48, 12)) + list(range(96, 144, 12)), [12] * 8)
+    assert letters(rest) == "ABA"  # a silent bar is no repeat
+
+
+def test_forms_are_written_and_read_back_as_lines():
+    from melody.sample.form import form_line, read_forms
+
+    plan = ((-1, 0, 0), (-1, 0, 0), (0, 0, 0), (1, -3, 0), (0, 0, 24))
+    line = "20 . . 0 1-3 0:24"
+    assert form_line(20, plan) == line and read_forms([line]) == [(20, plan)]
+    for bad in ("20 . 1", "x . .", "0 .", "20 . -3", "20 0", "20 . 0+", "20 . 0+x", "20 . 0:",
+                "20 . 0:-4", 7):
+        with pytest.raises(ValueError):
+            read_forms([bad])
+
+
+def test_a_damaged_form_prior_is_one_line(tmp_path):
+    from melody.errors import ModelFolderError
+
+    folder = tiny_model(tmp_path / "m")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(dict(config, form_prior=["12 . 5"])))
+    with pytest.raises(ModelFolderError, match="form_prior.*earlier bar"):
+        ModelFolder(folder)
+
+
+def with_forms(folder, forms):
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(dict(config, form_prior=forms)))
+    return ModelFolder(folder)
+
+
+def test_each_melody_follows_a_form_of_the_collection_and_ends_with_it(tmp_path):
+    folder = with_forms(tiny_model(tmp_path / "m"), ["16 . 0 . 0 1"] * 3)  # AABAA
+    melodies = [m for m in folder.generate(8, seed=2) if m.time_signature]
+    assert len(melodies) >= 4
+    for m in melodies:
+        bars = bars_of(m)
+        assert len(bars) <= 5 and m.end <= m.bar_phase + 5 * m.bar_steps  # it ends with the form
+        assert bars[1] == bars[0] and bars[3] == bars[0]  # bars 2 and 4 bring bar 1 back
+        if len(bars) == 5:  # the last bar too, though its end may make room for a cadence
+            assert bars[4][:2] == bars[1][:2]
+    free = [m for m in folder.generate(8, seed=2, free_form=True) if m.time_signature]
+    assert sum(bars_of(m)[1] == bars_of(m)[0] for m in free if len(bars_of(m)) > 1) < len(free) / 2
+
+
+def test_a_bar_can_come_back_in_part(tmp_path):
+    folder = with_forms(tiny_model(tmp_path / "m"), ["12 . 0:24 ."])  # its first half again
+    melodies = [m for m in folder.generate(8, seed=6) if m.time_signature]
+    halves = [[[n for n in bar if n[0] < 24] for bar in bars_of(m)[:2]] for m in melodies]
+    assert len(melodies) >= 4 and all(first == second for first, second in halves)
+    assert not all(bars_of(m)[1] == bars_of(m)[0] for m in melodies)  # the rest is free
+
+
+def test_a_bar_can_come_back_transposed_within_the_key(tmp_path):
+    folder = with_forms(tiny_model(tmp_path / "m"), ["12 . 0+2 ."])  # a bar, then a step higher
+    melodies = [m for m in folder.generate(8, seed=5, highest=84, key="C") if m.time_signature]
+    room = [m for m in melodies if max(p for _, p, _ in bars_of(m)[0]) <= 82]  # room to go up
+    assert len(room) >= 4
+
+    def step_up(p):  # two semitones, or one where two would leave C major
+        return p + 2 if (p + 2) % 12 in (0, 2, 4, 5, 7, 9, 11) else p + 1
+
+    assert all(bars_of(m)[1] == tuple((o, step_up(p), d) for o, p, d in bars_of(m)[0]) for m in room)
+
+
+def test_a_form_is_drawn_from_pieces_of_about_the_length_asked_for(tmp_path):
+    from melody.sample.form import collection_plan
+
+    new, again = (-1, 0, 0), (0, 0, 0)
+    prior = [(10, (new, again))] * 5 + [(100, (new, new, new))] * 25
+    rng = np.random.default_rng(0)
+    assert {collection_plan(prior, rng, notes=11).source for _ in range(20)} == {(-1, 0)}
+    assert {collection_plan(prior, rng, bars=3).source for _ in range(20)} == {(-1, -1, -1)}
+    assert collection_plan([(9, (new, new, again))], rng, bars=2).source == (-1, -1)  # cut
+    assert {collection_plan(prior, rng, most=64).source for _ in range(20)} == {(-1, 0)}
+    assert collection_plan([], rng) is None
+    # --bars keeps its length whatever the form drawn, and --form wins over the collection's
+    folder = with_forms(tiny_model(tmp_path / "m"), ["8 . 0+2"])
+    assert all(len(bars_of(m)) == 6 for m in folder.generate(4, bars=6, seed=1, key="C"))
+    for m in folder.generate(3, form="AB", bars=4, seed=4, key="G"):
+        assert bars_of(m)[2:] != bars_of(m)[:2]
+
+
+def test_a_new_bar_of_a_drawn_form_does_not_end_as_an_earlier_bar_did():
+    from melody.sample.form import Form, collection_plan
+
+    plan = collection_plan([(8, ((-1, 0, 0), (-1, 0, 0)))], np.random.default_rng(0))
+    tokens = list(tokens_of([p + 2 for p in PHRASE[:4]] + PHRASE[:4]))  # bar 2 = bar 1, lower
+    for form in (Form(TOK, [plan]), Form(TOK, [None])):  # a drawn form, and none
+        for t in tokens[:tokens.index(TOK.ids["BAR"], 4) + 8]:  # bar 2 but for its last DUR
+            form.update([t])
+        allowed, _ = form.steer(np.array([0]), np.ones((1, TOK.vocab_size), bool), None)
+        assert allowed[0, TOK.ids["DUR_12"]] == (form.plans[0] is None)  # bar 1 a tone lower
+        assert allowed[0, TOK.ids["DUR_6"]] and allowed[0, TOK.pitch_id(60)]

@@ -20,17 +20,8 @@ import threading
 from melody import __version__, corpus
 from melody import config as c
 from melody.cli import flags
-from melody.cli.flags import (
-    bar_distances,
-    form_letters,
-    fraction,
-    key_name,
-    midi_pitch,
-    positive_float,
-    probability,
-    program_number,
-    whole,
-)
+from melody.cli.flags import (bar_distances, form_letters, fraction, key_name, midi_pitch,
+                              positive_float, probability, program_number, whole)
 from melody.config import (
     DATASETS,
     DEFAULT_NOTES,
@@ -198,12 +189,15 @@ def build_parser() -> argparse.ArgumentParser:
                              f"{DEFAULT_NOTES}, or the melody's own end)")
     length.add_argument("--bars", type=whole(1, c.MAX_BARS), default=None,
                         help=f"length in bars, 1..{c.MAX_BARS} (ends on a bar line)")
-    p.add_argument("--form", type=form_letters, default=None,
-                   help="sections such as AABB or ABA: a repeated letter brings its section back "
-                        "(its last bar may vary), a new letter brings new material, and the "
-                        "melody ends on a cadence; --bars is shared evenly among the sections "
-                        f"(default: {SECTION_BARS} bars each; without --form the model's own "
-                        "sense of form decides)")
+    shape = p.add_mutually_exclusive_group()
+    shape.add_argument("--form", type=form_letters, default=None,
+                       help="sections such as AABB or ABA: a repeated letter brings its section "
+                            "back (its last bar may vary), a new letter brings new material, and "
+                            "the melody ends on a cadence; --bars is shared evenly among the "
+                            f"sections (default: {SECTION_BARS} bars each). Without it each melody "
+                            "takes the form of a piece of the model's collection")
+    shape.add_argument("--free-form", action="store_true",
+                       help="no form from the collection: the network alone decides what comes back")
     p.add_argument("--temperature", type=positive_float, default=SampleConfig.temperature,
                    help="sampling temperature, any finite number > 0 (lower is safer, higher "
                         "is wilder; near 0 it always takes the likeliest token)")
@@ -313,8 +307,9 @@ def _generate(args):
                       tempo=args.tempo, program=args.program, name=args.name, wav=args.wav,
                       png=args.png, musicxml=args.musicxml,
                       check_originality=args.check_originality, notes=args.notes, bars=args.bars,
-                      form=args.form, temperature=args.temperature, top_k=args.top_k,
-                      top_p=args.top_p, key=args.key, lowest=args.lowest, highest=args.highest)
+                      form=args.form, free_form=args.free_form, temperature=args.temperature,
+                      top_k=args.top_k, top_p=args.top_p, key=args.key, lowest=args.lowest,
+                      highest=args.highest)
     return result, summary_text(result, args.out)
 
 

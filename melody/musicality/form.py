@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from melody.config import FORM_PRIOR
 from melody.notes import Melody
 
 RECURRENCE_NOTES = 4
@@ -44,6 +45,94 @@ def _bars(m: Melody, transposed: bool) -> list[tuple]:
         bars.append((tuple(m.onsets[mine] - m.bar_phase - k * bar), tuple(pitches),
                      tuple(m.durations[mine])))
     return bars
+
+
+PREFIX_NOTES = 2  # notes a bar must share with an earlier one's start to count as its variant
+
+
+def bar_plan(m: Melody) -> list[tuple[int, int, int]]:
+    """For each bar from the first downbeat to the end: (the first earlier bar it
+    repeats, the semitones it is transposed by, the steps into the bar the repeat
+    lasts: 0 for all of it). A bar is the same as an earlier one, else the same
+    transposed, else it starts as one did (``PREFIX_NOTES`` or more notes the
+    same, the longest such start), else (-1, 0, 0): new, or a bar without an onset.
+    [] without a meter. A melody's form as ``generate`` follows it
+    (``melody.sample.form``).
+
+    >>> phrase = [60, 62, 64, 65, 67, 65, 64, 62]  # two bars of 4/4 quarter notes
+    >>> up, other = [p + 2 for p in phrase[:4]], phrase[:2] + [69, 67]
+    >>> bar_plan(Melody(phrase * 2 + up + other, range(0, 24 * 12, 12), [12] * 24))
+    [(-1, 0, 0), (-1, 0, 0), (0, 0, 0), (1, 0, 0), (0, 2, 0), (0, 0, 24)]
+    """
+    bar = m.bar_steps
+    if not bar or not m.n_notes:
+        return []
+    index = (m.onsets - m.bar_phase) // bar
+    bars, plan = [], []
+    for k in range(int(-(-(m.end - m.bar_phase) // bar))):
+        mine = index == k
+        notes = np.stack([m.onsets[mine] - m.bar_phase - k * bar, m.pitches[mine].astype(np.int64),
+                          m.durations[mine]], axis=1)
+        plan.append(_like(notes, bars) if len(notes) else (-1, 0, 0))
+        bars.append(notes)
+    return plan
+
+
+def _like(notes: np.ndarray, earlier: list) -> tuple[int, int, int]:
+    """(bar, shift, stop) of the earlier bar ``notes`` [onset, pitch, duration] repeats
+    best (see ``bar_plan``)."""
+    best, length = (-1, 0, 0), PREFIX_NOTES - 1
+    for exact in (True, False):
+        for j, other in enumerate(earlier):
+            if len(other) != len(notes) or not len(other):
+                continue
+            shift = int(notes[0, 1] - other[0, 1])
+            if (exact and shift) or not (other + [0, shift, 0] == notes).all():
+                continue
+            return j, shift, 0
+    for j, other in enumerate(earlier):  # the same start, untransposed
+        if not len(other):
+            continue
+        n = min(len(other), len(notes))
+        alike = (other[:n] == notes[:n]).all(axis=1)
+        same = n if alike.all() else int(np.argmin(alike))
+        if same > length:
+            stop = min(notes[same, 0] if same < len(notes) else 2**31,
+                       other[same, 0] if same < len(other) else 2**31)
+            best, length = (j, 0, int(stop)), same
+    return best
+
+
+def plan_letters(plan) -> str:
+    """A ``bar_plan`` as letters, one per bar: a new bar takes the next capital, a
+    repeat its model's letter, in lower case when transposed, with ``'`` when only
+    its start repeats.
+
+    >>> plan_letters([(-1, 0, 0), (-1, 0, 0), (0, 0, 0), (1, 0, 0), (0, 5, 0), (0, 0, 24)])
+    "ABABaA'"
+    """
+    names = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    letters, fresh = [], 0
+    for j, shift, stop in plan:
+        if j < 0:
+            letters.append(names[fresh] if fresh < len(names) else "?")
+            fresh += 1
+        else:
+            letter = letters[j][0]
+            letters.append((letter.lower() if shift else letter) + ("'" if stop else ""))
+    return "".join(letters)
+
+
+def collection_forms(data, tokenizer, limit: int = FORM_PRIOR) -> list[str]:
+    """The forms of the metered pieces of ``data`` (``TokenData``), at most ``limit`` of
+    them (a seeded choice): a model folder's ``form_prior``, one ``form_line`` each."""
+    from melody.sample.form import form_line
+
+    pieces = np.arange(len(data))
+    if len(pieces) > limit:
+        pieces = np.sort(np.random.default_rng(0).choice(pieces, limit, replace=False))
+    melodies = (tokenizer.decode(data.piece(int(i))) for i in pieces)
+    return [form_line(m.n_notes, plan) for m in melodies if (plan := bar_plan(m))]
 
 
 def _share_of_earlier(items: list) -> float:

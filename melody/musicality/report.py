@@ -6,9 +6,11 @@ from dataclasses import replace
 
 import numpy as np
 
+from melody.config import MAX_BARS, MAX_SEED
 from melody.data import training_split
 from melody.modelfolder import ModelFolder
 from melody.musicality.comparison import compare
+from melody.musicality.form import bar_plan
 from melody.musicality.originality import (
     ORIGINALITY_FILE,
     OriginalityIndex,
@@ -27,11 +29,10 @@ def evaluate_report(folder: ModelFolder, data, samples: int, seed: int = 0, png=
 
     ``data`` is the token data evaluate scores (``TokenData``); its pieces,
     decoded, are the human set (a seeded subset of ``HUMAN_LIMIT`` when there
-    are more). Melodies are sampled with the NumPy sampler at temperature 1.0
-    and end by themselves, except that each is cut to a length drawn from the
-    human pieces' note counts: pitch range, pitch classes used and repetition
-    grow with length, so both sets must share one spread of lengths for the
-    comparison to be about style. The training set's index comes from the
+    are more). Melodies are sampled with the NumPy sampler at temperature 1.0,
+    each as long as a human piece drawn at random (``sample_melodies``): pitch
+    range, pitch classes used and repetition grow with length, so both sets
+    must share one spread of lengths for the comparison to be about style. The training set's index comes from the
     model folder's ``originality.npz``, else from its training split; without
     either, ``originality_note`` says why. With ``png`` the features are drawn
     there. ``samples`` of 0 gives ``{}``.
@@ -44,8 +45,9 @@ def evaluate_report(folder: ModelFolder, data, samples: int, seed: int = 0, png=
         return {"musicality_note": f"musicality needs at least 2 pieces to compare with, "
                                    f"got {len(human)}"}
     lengths = np.array([m.n_notes for m in human])
-    caps = np.clip(rng.choice(lengths, samples), 1, MAX_SAMPLE_NOTES)
-    generated, cut = sample_melodies(folder, caps, seed)
+    bars = np.array([len(bar_plan(m)) for m in human])  # 0: no meter
+    drawn = rng.choice(len(human), samples)
+    generated, cut = sample_melodies(folder, lengths[drawn], np.minimum(bars[drawn], MAX_BARS), seed)
     stats = compare(generated, human)
     report = {
         "musicality": stats,
@@ -54,7 +56,7 @@ def evaluate_report(folder: ModelFolder, data, samples: int, seed: int = 0, png=
             "human": len(human),
             "generated_notes_mean": float(np.mean([m.n_notes for m in generated])),
             "human_notes_mean": float(lengths.mean()),
-            "cut": cut,  # share of generated melodies cut to their drawn length
+            "cut": cut,  # share of generated melodies stopped at their length in notes
         },
     }
     index, where = training_index(folder)
@@ -76,14 +78,28 @@ def human_melodies(data, tokenizer, rng) -> list[Melody]:
     return [tokenizer.decode(data.piece(int(i))) for i in chosen]
 
 
-def sample_melodies(folder: ModelFolder, caps: np.ndarray, seed: int):
-    """One melody per cap, sampled at temperature 1.0 and cut to at most its cap's notes.
+def sample_melodies(folder: ModelFolder, notes: np.ndarray, bars: np.ndarray, seed: int):
+    """One melody per human piece drawn, sampled at temperature 1.0 as long as it: as
+    many bars where it has a meter (``bars`` > 0), else as many ``notes``; at most
+    ``MAX_SAMPLE_NOTES`` notes. Each length is asked for as a user would ask
+    (``--bars``, ``--notes``), so a model folder's forms are drawn for it.
 
-    Returns the melodies and the share that were cut (that had not ended by then).
+    Returns the melodies and the share cut to ``MAX_SAMPLE_NOTES`` or stopped at
+    their notes (that had not ended by themselves before).
     """
-    melodies = folder.generate(len(caps), notes=int(caps.max()), temperature=1.0, seed=seed)
-    cut = [m.n_notes > cap for m, cap in zip(melodies, caps)]
-    return [first_notes(m, int(cap)) for m, cap in zip(melodies, caps)], float(np.mean(cut))
+    melodies = [None] * len(notes)
+    asked = [("bars", int(b)) if b else ("notes", int(min(max(n, 1), MAX_SAMPLE_NOTES)))
+             for n, b in zip(notes, bars)]
+    for length in sorted(set(asked)):
+        at = [i for i, a in enumerate(asked) if a == length]
+        offset = 1000 * (length[0] == "bars") + length[1]  # each length its own seed
+        batch = folder.generate(len(at), **dict([length]), temperature=1.0,
+                                seed=(seed + offset) % (MAX_SEED + 1))
+        for i, m in zip(at, batch):
+            melodies[i] = m
+    cut = [m.n_notes >= (MAX_SAMPLE_NOTES if kind == "bars" else value)
+           for m, (kind, value) in zip(melodies, asked)]
+    return [first_notes(m, MAX_SAMPLE_NOTES) for m in melodies], float(np.mean(cut))
 
 
 def first_notes(m: Melody, count: int) -> Melody:

@@ -79,9 +79,22 @@ class Constraints:
         # (which ends on a cadence) the key the melody's KEY token chose.
         self.tonic = np.full(B, self.key.tonic if self.key is not None else -1, np.int64)
         self.key_tonic = np.full(V, -1, np.int64)
-        if config.form and self.key is None:
-            for t in ids[self.is_key]:
-                key = tok.key_of(t)
+        # Bars each melody ends after (0: free): --bars, or a form drawn for it.
+        self.row_bars = np.full(B, config.bars or 0, np.int64)
+        if config.form:
+            self._cadence()
+
+    def follow(self, bars) -> None:
+        """Each melody ends after its own number of ``bars`` (0: free), from the first
+        downbeat, on a cadence: the form drawn for it has that many."""
+        self.row_bars = np.where(np.asarray(bars) > 0, bars, self.row_bars)
+        self._cadence()
+
+    def _cadence(self) -> None:
+        """Melodies with an end in bars end on the tonic of their KEY token."""
+        if self.key is None:
+            for t in np.flatnonzero(self.is_key):
+                key = self.tok.key_of(t)
                 self.key_tonic[t] = -1 if key is None else key.tonic
 
     def _pitch_mask(self) -> np.ndarray:
@@ -140,10 +153,10 @@ class Constraints:
         t = np.asarray(tokens, np.int64)
         ts = self.is_ts[t]
         self.bar = np.where(ts, self.bar_of_ts[t], self.bar)
+        self.row_bars = np.where(ts & (self.bar == 0), 0, self.row_bars)  # no meter: no bars
         is_bar = t == BAR
         first = is_bar & (self.next_bar < 0)
-        if self.config.bars is not None:
-            self.end = np.where(first, self.pos + self.config.bars * self.bar, self.end)
+        self.end = np.where(first & (self.row_bars > 0), self.pos + self.row_bars * self.bar, self.end)
         self.next_bar = np.where(first, self.pos + self.bar, self.next_bar)
         self.next_bar = np.where(is_bar & ~first, self.next_bar + self.bar, self.next_bar)
         self.pos += self.steps[t]
@@ -155,7 +168,8 @@ class Constraints:
         self.done |= t == EOS
         self.tokens += 1
         self.last = t
-        self.tonic = np.where(self.is_key[t] & (self.key_tonic[t] >= 0), self.key_tonic[t], self.tonic)
+        chosen = self.is_key[t] & (self.key_tonic[t] >= 0) & (self.row_bars > 0)
+        self.tonic = np.where(chosen, self.key_tonic[t], self.tonic)
 
     def start_continuation(self) -> None:
         """Count notes, tokens and bars from here on (after a primer)."""
@@ -202,8 +216,7 @@ class Constraints:
         allowed &= ~forced
         on_line = known & (self.pos == self.next_bar - self.bar) & (self.last == BAR)
         eos_ok = np.where(metered, on_line, True)
-        if self.config.bars is not None:
-            eos_ok &= self.pos == self.end
+        eos_ok &= (self.row_bars == 0) | (self.pos == self.end)
         allowed[:, EOS] &= eos_ok
         # The end of --bars reached, or EOS already out: only EOS.
         only_eos = self.done | (on_line & (self.pos == self.end))
@@ -238,7 +251,7 @@ class Constraints:
             other &= cadence[:, None]  # [batch, vocab]: pitches that are not the melody's tonic
             if c.max_notes is not None:
                 soft[(self.notes == c.max_notes - 1)[:, None] & other] = False
-            if c.bars is not None:
+            if (self.row_bars > 0).any():
                 # A note other than the tonic must leave time for one after it.
                 room = self.end - self.pos
                 soft[(room < 2)[:, None] & other] = False

@@ -26,7 +26,7 @@ import numpy as np
 from melody.config import SampleConfig
 from melody.context import Tracker
 from melody.sample.constraints import Constraints
-from melody.sample.form import Form
+from melody.sample.form import Form, collection_plan, section_plan
 from melody.sample.network import NumpyGRU
 from melody.tokenizer import BOS, EOS, Tokenizer
 
@@ -115,25 +115,27 @@ def key_prior(model_config: dict, tokenizer: Tokenizer) -> np.ndarray | None:
 
 
 def sample(model: NumpyGRU, tokenizer: Tokenizer, config: SampleConfig, primer=None,
-           key_logp: np.ndarray | None = None, on_finished=None):
+           key_logp: np.ndarray | None = None, on_finished=None, form_prior=None):
     """``config.n`` token sequences, sampled together; see ``_sample``."""
     from threadpoolctl import threadpool_limits
 
     # A step is a few small matrix products: extra BLAS threads only wait for each
     # other (many times slower on a busy machine).
     with threadpool_limits(limits=1, user_api="blas"):
-        return _sample(model, tokenizer, config, primer, key_logp, on_finished)
+        return _sample(model, tokenizer, config, primer, key_logp, on_finished, form_prior)
 
 
 def _sample(model: NumpyGRU, tokenizer: Tokenizer, config: SampleConfig, primer=None,
-            key_logp: np.ndarray | None = None, on_finished=None):
+            key_logp: np.ndarray | None = None, on_finished=None, form_prior=None):
     """``config.n`` token sequences, each from BOS to EOS, sampled together.
 
     ``primer``: tokens from BOS on (no EOS) that every melody continues; with
     ``config.key`` its KEY token is replaced. ``key_logp`` (from ``key_prior``)
     replaces the model's choice of KEY after BOS. ``on_finished(k)`` is told
-    each time k more melodies are done (a progress bar). Returns a list of int
-    arrays, the primer included.
+    each time k more melodies are done (a progress bar). ``form_prior`` (the
+    model folder's, ``melody.sample.form``): without ``config.form``, a primer or
+    ``config.free_form``, each melody follows the form of one of its pieces.
+    Returns a list of int arrays, the primer included.
     """
     c = config
     if model.vocab_size != tokenizer.vocab_size:
@@ -141,7 +143,15 @@ def _sample(model: NumpyGRU, tokenizer: Tokenizer, config: SampleConfig, primer=
             f"model has {model.vocab_size} outputs but the tokenizer has {tokenizer.vocab_size} tokens"
         )
     constraints = Constraints(tokenizer, c, c.n)
-    form = Form(tokenizer, c, c.n) if c.form else None
+    rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(c.seed).spawn(c.n)]
+    plans = None
+    if c.form:
+        plans = [section_plan(c.sections, c.bars)] * c.n
+    elif form_prior and primer is None and not c.free_form:
+        plans = [collection_plan(form_prior, rng, c.notes, c.bars, c.max_notes) for rng in rngs]
+        # each ends where its piece did (or at --bars), on a cadence
+        constraints.follow(np.array([c.bars or (p.bars if p else 0) for p in plans]))
+    form = Form(tokenizer, plans) if plans else None
     prefix = np.array([BOS] if primer is None else primer, dtype=np.int64)
     prefix = _check_prefix(prefix, tokenizer, constraints)
     for t in prefix[1:]:
@@ -158,7 +168,6 @@ def _sample(model: NumpyGRU, tokenizer: Tokenizer, config: SampleConfig, primer=
     if key_logp is not None and len(prefix) == 1:
         logits = np.repeat(key_logp[None, :], c.n, axis=0)
     state = [np.repeat(h, c.n, axis=0) for h in state]
-    rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(c.seed).spawn(c.n)]
     out = [list(prefix) for _ in range(c.n)]
     rows = np.arange(c.n)  # melodies still going; finished ones leave the batch
     for _ in range(1_000_000):

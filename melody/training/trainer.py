@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import sys
 import time
 from dataclasses import dataclass
@@ -284,6 +285,13 @@ class Trainer:
         return {self.tokenizer.names[int(k)]: round(float(c) / len(firsts), 6)
                 for k, c in zip(names, counts) if self.tokenizer.names[int(k)].startswith("KEY_")}
 
+    @functools.cached_property
+    def form_prior(self) -> list:
+        """The training pieces' forms: generate draws each melody's from them."""
+        from melody.musicality.form import collection_forms
+
+        return collection_forms(self.train_data, self.tokenizer)
+
     def folder_config(self) -> dict:
         from melody.backend import backend_name
 
@@ -309,6 +317,7 @@ class Trainer:
             "history": p.history,
             "metrics": metrics,
             "key_prior": self.key_prior(),
+            "form_prior": self.form_prior,
             **({"parent": p.parent} if p.parent else {}),
         }
 
