@@ -290,3 +290,14 @@ def test_a_new_bar_of_a_drawn_form_does_not_end_as_an_earlier_bar_did():
         allowed, _ = form.steer(np.array([0]), np.ones((1, TOK.vocab_size), bool), None)
         assert allowed[0, TOK.ids["DUR_12"]] == (form.plans[0] is None)  # bar 1 a tone lower
         assert allowed[0, TOK.ids["DUR_6"]] and allowed[0, TOK.pitch_id(60)]
+
+
+def test_a_drawn_form_ends_on_a_tonic_held_to_its_last_bar_line(tmp_path):
+    folder = with_forms(tiny_model(tmp_path / "m"), ["8 . ."])  # two new bars
+    melodies = [m for m in folder.generate(6, seed=3, key="C") if m.time_signature]
+    assert len(melodies) >= 3
+    for m in melodies:
+        assert m.pitches[-1] % 12 == 0  # C
+        assert m.end == m.bar_phase + 2 * m.bar_steps  # held to the end of the form
+        last_bar = m.pitches[m.onsets >= m.bar_phase + m.bar_steps]
+        assert list(last_bar % 12).index(0) == len(last_bar) - 1  # the first C in it is the last note

@@ -19,8 +19,10 @@ Plans come from two places:
 - ``collection_plan``: without ``--form``, each melody draws the form of one
   piece of the model's training collection (``melody.musicality.form.bar_plan``,
   saved in the model folder as ``form_prior``), of about the length asked
-  for, and ends where that piece ended, with a cadence. The network still
-  writes every note; the plan only says which bars come back.
+  for, and ends where that piece ended, with a cadence: in its last bar the
+  tonic is favoured and, once it sounds, held to the end. A bar the piece had
+  new may not end up the same as an earlier bar. The network still writes
+  every note; the plan only says which bars come back.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from melody.tokenizer import BAR, Tokenizer
 
 ECHO = 2.0  # added to the earlier bar's token in a bar that may vary
 NOVELTY = 3.0  # taken from an earlier bar's pitch in a new section
+CADENCE = 4.0  # added to the tonic in the last bar of a form that ends the melody
 NEAR = 0.15  # a drawn form's length may differ this much from the length asked for
 
 
@@ -52,6 +55,7 @@ class Plan:
     novel: tuple[tuple[int, ...], ...]
     clean: tuple[bool, ...]
     fresh: tuple[bool, ...] = ()
+    ends: bool = False  # the melody ends with the plan: its last bar closes on the tonic
 
     @property
     def bars(self) -> int:
@@ -161,12 +165,15 @@ class Form:
         # ({bar: transposition, None before a pitch}), and which bar that is.
         self.alike: list[dict] = [{} for _ in plans]
         self.alike_bar = [-1] * len(plans)
+        self.tonics, self.last = [None] * len(plans), [-1] * len(plans)
 
     def update(self, tokens) -> None:
         """Every melody took its token (finished ones their EOS)."""
         for i, (tracker, token) in enumerate(zip(self.trackers, np.asarray(tokens).tolist())):
             if tracker.count == 1 and self.tok.key_of(token) is not None:  # its KEY token
                 self.scales[i] = self.tok.key_of(token).scale_pitch_classes()
+                self.tonics[i] = self.tok.key_of(token).tonic
+            self.last[i] = token
             self._compare(i, tracker, token)
             tracker.push(token)
 
@@ -190,6 +197,18 @@ class Form:
             elif there == token:
                 alike[j] = shift
         self.alike[i] = alike
+
+    def _close(self, row: int, i: int, tracker: Tracker, end: int, allowed, bias) -> None:
+        """The last bar of a form that ends the melody: the tonic favoured, and once it
+        sounds, held to the end (folk tunes end on a long tonic, not a run of notes)."""
+        tonic = self.is_pitch & (self.pitch_of % 12 == self.tonics[i])
+        last = self.last[i]
+        if 0 <= last < len(self.is_pitch) and tonic[last]:
+            held = allowed[row] & self.is_dur & (tracker.time + self.steps == end)
+            if held.any():
+                allowed[row] &= held
+        else:
+            bias[row, tonic] += CADENCE
 
     def _transposed(self, token: int, shift: int, scale) -> int | None:
         """A pitch token moved ``shift`` semitones, then a semitone down or up into the
@@ -248,6 +267,8 @@ class Form:
                     there = earlier(j)
                     if there is not None and closing[there] and allowed[row].sum() > 1:
                         allowed[row, there] = False
+            if plan.ends and k == plan.bars - 1 and self.tonics[i] is not None:
+                self._close(row, i, tracker, tracker.origin + plan.bars * tracker.bar, allowed, bias)
             for j in plan.novel[k]:
                 token = earlier(j)
                 if token is not None and self.is_pitch[token]:
