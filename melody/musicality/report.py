@@ -32,10 +32,11 @@ def evaluate_report(folder: ModelFolder, data, samples: int, seed: int = 0, png=
     are more). Melodies are sampled with the NumPy sampler at temperature 1.0,
     each as long as a human piece drawn at random (``sample_melodies``): pitch
     range, pitch classes used and repetition grow with length, so both sets
-    must share one spread of lengths for the comparison to be about style. The training set's index comes from the
-    model folder's ``originality.npz``, else from its training split; without
-    either, ``originality_note`` says why. With ``png`` the features are drawn
-    there. ``samples`` of 0 gives ``{}``.
+    must share one spread of lengths for the comparison to be about style.
+    The training set's index comes from the model folder's ``originality.npz``,
+    else from its training split; without either, ``originality_note`` says
+    why. With ``png`` the features are drawn there. ``samples`` of 0 gives
+    ``{}``.
     """
     if not samples:
         return {}
