@@ -155,6 +155,11 @@ class Tokenizer:
     def pitch_id(self, pitch: int) -> int:
         return self.pitch_offset + int(pitch) - self.config.lowest_pitch
 
+    def pitch_of(self, ids) -> np.ndarray:
+        """The MIDI pitch of each PITCH token id, -1 for every other token."""
+        ids = np.asarray(ids, dtype=np.int64)
+        return np.where(self.is_pitch(ids), ids - self.pitch_offset + self.config.lowest_pitch, -1)
+
     def is_pitch(self, ids) -> np.ndarray:
         ids = np.asarray(ids)
         return (ids >= self.pitch_offset) & (ids < self.dur_offset)

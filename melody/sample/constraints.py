@@ -43,7 +43,7 @@ class Constraints:
         ids = np.arange(V)
         self.steps = tok.steps_of(ids)
         self.is_pitch, self.is_dur, self.is_rest = tok.is_pitch(ids), tok.is_dur(ids), tok.is_rest(ids)
-        self.pitch_of = np.where(self.is_pitch, ids - tok.pitch_offset + tok.config.lowest_pitch, -1)
+        self.pitch_of = tok.pitch_of(ids)
         self.dur_max = tok.dur_offset + tok.config.max_duration - 1
         self.rest_max = tok.rest_offset + tok.config.max_duration - 1
         self.is_key = (ids >= tok.key_offset) & (ids < tok.ts_offset)

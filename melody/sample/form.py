@@ -159,8 +159,7 @@ class Form:
         self.steps = tokenizer.steps_of(ids)
         self.trackers = [Tracker(tokenizer, ()) for _ in plans]
         self.tok, self.scales = tokenizer, [None] * len(plans)  # each melody's key's scale
-        self.pitch_of = np.where(self.is_pitch, ids - tokenizer.pitch_offset
-                                 + tokenizer.config.lowest_pitch, -1)
+        self.pitch_of = tokenizer.pitch_of(ids)
         # In a bar that must be new: the earlier bars it is still the same as, so far
         # ({bar: transposition, None before a pitch}), and which bar that is.
         self.alike: list[dict] = [{} for _ in plans]
