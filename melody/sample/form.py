@@ -86,7 +86,8 @@ def collection_plan(prior: list, rng: np.random.Generator, notes: int | None = N
     """The form of one piece of ``prior`` ([(notes, bar plan)], ``read_forms``), drawn
     with ``rng`` among those nearest to ``notes`` notes or ``bars`` bars (within
     ``NEAR`` of it, or the nearest), cut to ``bars``; else among those of at most
-    ``most`` notes (all when none is that short). None when the prior is empty."""
+    ``most`` notes (all when none is that short); it ends the melody unless cut
+    shorter than ``bars``. None when the prior is empty."""
     if not prior:
         return None
     if bars is not None:
@@ -100,7 +101,8 @@ def collection_plan(prior: list, rng: np.random.Generator, notes: int | None = N
     chosen = chosen[:bars] if bars is not None else chosen
     source, shift, stop = (tuple(column) for column in zip(*chosen)) if chosen else ((), (), ())
     return Plan(source, shift, stop, (False,) * len(chosen), ((),) * len(chosen),
-                tuple(j >= 0 for j in source), tuple(j < 0 for j in source))
+                tuple(j >= 0 for j in source), tuple(j < 0 for j in source),
+                ends=bars is None or len(chosen) == bars)
 
 
 def form_line(notes: int, plan) -> str:
@@ -158,20 +160,19 @@ class Form:
         self.is_pitch, self.is_dur = tokenizer.is_pitch(ids), tokenizer.is_dur(ids)
         self.steps = tokenizer.steps_of(ids)
         self.trackers = [Tracker(tokenizer, ()) for _ in plans]
-        self.tok, self.scales = tokenizer, [None] * len(plans)  # each melody's key's scale
+        self.tok, self.keys = tokenizer, [None] * len(plans)  # each melody's KEY token's key
         self.pitch_of = tokenizer.pitch_of(ids)
         # In a bar that must be new: the earlier bars it is still the same as, so far
         # ({bar: transposition, None before a pitch}), and which bar that is.
         self.alike: list[dict] = [{} for _ in plans]
         self.alike_bar = [-1] * len(plans)
-        self.tonics, self.last = [None] * len(plans), [-1] * len(plans)
+        self.last = [-1] * len(plans)  # each melody's last token
 
     def update(self, tokens) -> None:
         """Every melody took its token (finished ones their EOS)."""
         for i, (tracker, token) in enumerate(zip(self.trackers, np.asarray(tokens).tolist())):
-            if tracker.count == 1 and self.tok.key_of(token) is not None:  # its KEY token
-                self.scales[i] = self.tok.key_of(token).scale_pitch_classes()
-                self.tonics[i] = self.tok.key_of(token).tonic
+            if tracker.count == 1:  # its KEY token
+                self.keys[i] = self.tok.key_of(token)
             self.last[i] = token
             self._compare(i, tracker, token)
             tracker.push(token)
@@ -200,7 +201,7 @@ class Form:
     def _close(self, row: int, i: int, tracker: Tracker, end: int, allowed, bias) -> None:
         """The last bar of a form that ends the melody: the tonic favoured, and once it
         sounds, held to the end (folk tunes end on a long tonic, not a run of notes)."""
-        tonic = self.is_pitch & (self.pitch_of % 12 == self.tonics[i])
+        tonic = self.is_pitch & (self.pitch_of % 12 == self.keys[i].tonic)
         last = self.last[i]
         if 0 <= last < len(self.is_pitch) and tonic[last]:
             held = allowed[row] & self.is_dur & (tracker.time + self.steps == end)
@@ -248,7 +249,8 @@ class Form:
             if plan.source[k] >= 0 and not (plan.stop[k] and into >= plan.stop[k]):
                 token = earlier(plan.source[k])
                 if token is not None and plan.shift[k] and self.is_pitch[token]:
-                    token = self._transposed(token, plan.shift[k], self.scales[i])
+                    key = self.keys[i]
+                    token = self._transposed(token, plan.shift[k], key and key.scale_pitch_classes())
                 if token is None or not allowed[row, token]:
                     continue
                 if plan.varies[k]:
@@ -266,7 +268,7 @@ class Form:
                     there = earlier(j)
                     if there is not None and closing[there] and allowed[row].sum() > 1:
                         allowed[row, there] = False
-            if plan.ends and k == plan.bars - 1 and self.tonics[i] is not None:
+            if plan.ends and k == plan.bars - 1 and self.keys[i] is not None:
                 self._close(row, i, tracker, tracker.origin + plan.bars * tracker.bar, allowed, bias)
             for j in plan.novel[k]:
                 token = earlier(j)

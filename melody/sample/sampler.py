@@ -20,7 +20,6 @@ True
 from __future__ import annotations
 
 import copy
-import dataclasses
 
 import numpy as np
 
@@ -150,7 +149,6 @@ def _sample(model: NumpyGRU, tokenizer: Tokenizer, config: SampleConfig, primer=
         plans = [section_plan(c.sections, c.bars)] * c.n
     elif form_prior and primer is None and not c.free_form:
         plans = [collection_plan(form_prior, rng, c.notes, c.bars, c.max_notes) for rng in rngs]
-        plans = [p and dataclasses.replace(p, ends=p.bars == (c.bars or p.bars)) for p in plans]
         # each ends where its piece did (or at --bars), on a cadence
         constraints.follow(np.array([c.bars or (p.bars if p else 0) for p in plans]))
     form = Form(tokenizer, plans) if plans else None
