@@ -50,6 +50,13 @@ def _bars(m: Melody, transposed: bool) -> list[tuple]:
 PREFIX_NOTES = 2  # notes a bar must share with an earlier one's start to count as its variant
 
 
+def bar_count(m: Melody) -> int:
+    """Bars from the first downbeat to the melody's end (0 without a meter or notes)."""
+    if not m.bar_steps or not m.n_notes:
+        return 0
+    return int(-(-(m.end - m.bar_phase) // m.bar_steps))
+
+
 def bar_plan(m: Melody) -> list[tuple[int, int, int]]:
     """For each bar from the first downbeat to the end: (the first earlier bar it
     repeats, the semitones it is transposed by, the steps into the bar the repeat
@@ -64,12 +71,12 @@ def bar_plan(m: Melody) -> list[tuple[int, int, int]]:
     >>> bar_plan(Melody(phrase * 2 + up + other, range(0, 24 * 12, 12), [12] * 24))
     [(-1, 0, 0), (-1, 0, 0), (0, 0, 0), (1, 0, 0), (0, 2, 0), (0, 0, 24)]
     """
-    bar = m.bar_steps
-    if not bar or not m.n_notes:
+    count, bar = bar_count(m), m.bar_steps
+    if not count:
         return []
     index = (m.onsets - m.bar_phase) // bar
     bars, plan = [], []
-    for k in range(int(-(-(m.end - m.bar_phase) // bar))):
+    for k in range(count):
         mine = index == k
         notes = np.stack([m.onsets[mine] - m.bar_phase - k * bar, m.pitches[mine].astype(np.int64),
                           m.durations[mine]], axis=1)

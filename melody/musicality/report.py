@@ -10,7 +10,7 @@ from melody.config import MAX_BARS, MAX_SEED
 from melody.data import training_split
 from melody.modelfolder import ModelFolder
 from melody.musicality.comparison import compare
-from melody.musicality.form import bar_plan
+from melody.musicality.form import bar_count
 from melody.musicality.originality import (
     ORIGINALITY_FILE,
     OriginalityIndex,
@@ -46,7 +46,7 @@ def evaluate_report(folder: ModelFolder, data, samples: int, seed: int = 0, png=
         return {"musicality_note": f"musicality needs at least 2 pieces to compare with, "
                                    f"got {len(human)}"}
     lengths = np.array([m.n_notes for m in human])
-    bars = np.array([len(bar_plan(m)) for m in human])  # 0: no meter
+    bars = np.array([bar_count(m) for m in human])  # 0: no meter
     drawn = rng.choice(len(human), samples)
     generated, cut = sample_melodies(folder, lengths[drawn], np.minimum(bars[drawn], MAX_BARS), seed)
     stats = compare(generated, human)
