@@ -214,11 +214,8 @@ def test_forms_are_written_and_read_back_as_lines():
 def test_a_damaged_form_prior_is_one_line(tmp_path):
     from melody.errors import ModelFolderError
 
-    folder = tiny_model(tmp_path / "m")
-    config = json.loads((folder / "config.json").read_text())
-    (folder / "config.json").write_text(json.dumps(dict(config, form_prior=["12 . 5"])))
     with pytest.raises(ModelFolderError, match="form_prior.*earlier bar"):
-        ModelFolder(folder)
+        with_forms(tiny_model(tmp_path / "m"), ["12 . 5"])
 
 
 def with_forms(folder, forms):
